@@ -1,0 +1,188 @@
+"""One run-directory convention for every mode.
+
+A training command writes ``<root>/<mode>/<name>/`` holding
+
+* ``config.yaml`` -- the full resolved configuration (what ``--resume`` checks against);
+* ``tb/`` -- TensorBoard event files;
+* ``checkpoints/`` -- ``step_<n>.pt`` files written atomically; the newest ``keep`` are kept;
+* ``metrics.json`` -- the final numbers.
+
+Names that collide are refused rather than overwritten, and every file is written to a
+temporary sibling and renamed into place, so an interrupted write never destroys the last
+good copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from l2l_gail.errors import L2LError
+
+DEFAULT_ROOT = Path(os.environ.get("L2L_RUNS", "runs"))
+_CKPT = re.compile(r"^step_(\d+)\.pt$")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    The rename is atomic on POSIX, so readers see either the old file or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _normalise(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Round-trip through YAML so that tuples, paths etc. compare as they will be stored."""
+    return yaml.safe_load(yaml.safe_dump(_plain(config), sort_keys=True))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+class RunDir:
+    """A run directory: create it fresh, or reopen it with ``resume=True``.
+
+    Args:
+        path: the directory, usually ``<root>/<mode>/<name>``.
+        config: the resolved configuration; stored on creation, compared on resume.
+        resume: reopen an existing run instead of refusing it.
+        resume_ignore: configuration keys allowed to differ on resume (e.g. the epoch budget).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        config: Mapping[str, Any],
+        *,
+        resume: bool = False,
+        resume_ignore: tuple[str, ...] = ("resume",),
+    ) -> None:
+        self.path = Path(path)
+        self.config = _normalise(config)
+        if resume:
+            self._reopen(resume_ignore)
+        else:
+            if self.path.exists() and any(self.path.iterdir()):
+                raise L2LError(
+                    f"run directory {self.path} already exists: pass --resume to continue it "
+                    "or choose another --name"
+                )
+            self.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.config_path, yaml.safe_dump(self.config, sort_keys=True))
+        self.checkpoints_dir.mkdir(exist_ok=True)
+        self.tb_dir.mkdir(exist_ok=True)
+
+    @classmethod
+    def for_mode(
+        cls, mode: str, name: str, config: Mapping[str, Any], *, root: Path | None = None,
+        resume: bool = False, resume_ignore: tuple[str, ...] = ("resume",),
+    ) -> RunDir:
+        """Open ``<root>/<mode>/<name>`` (root defaults to ``$L2L_RUNS`` or ``runs``)."""
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*", name) or ".." in name:
+            raise L2LError(f"invalid run name {name!r}: use letters, digits, '-', '_' and '/'")
+        return cls(Path(root or DEFAULT_ROOT) / mode / name, config, resume=resume,
+                   resume_ignore=resume_ignore)
+
+    def _reopen(self, ignore: tuple[str, ...]) -> None:
+        if not self.config_path.is_file():
+            raise L2LError(
+                f"cannot resume: {self.config_path} does not exist; start the run without --resume"
+            )
+        try:
+            stored = yaml.safe_load(self.config_path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise L2LError(f"cannot resume: {self.config_path} is not valid YAML ({exc})") from exc
+        diff = sorted(
+            k for k in set(stored) | set(self.config)
+            if k not in ignore and stored.get(k) != self.config.get(k)
+        )
+        if diff:
+            shown = ", ".join(f"{k}: {stored.get(k)!r} -> {self.config.get(k)!r}" for k in diff[:4])
+            raise L2LError(
+                f"cannot resume {self.path}: the configuration differs ({shown}); "
+                "resume with the same options or start a new --name"
+            )
+        merged = dict(stored)
+        merged.update({k: self.config[k] for k in ignore if k in self.config})
+        if merged != stored:
+            atomic_write_text(self.config_path, yaml.safe_dump(merged, sort_keys=True))
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def tb_dir(self) -> Path:
+        return self.path / "tb"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+    def save_checkpoint(self, state: Mapping[str, Any], step: int, *, keep: int = 2) -> Path:
+        """Atomically write ``checkpoints/step_<step>.pt`` and prune all but the newest ``keep``."""
+        path = self.checkpoints_dir / f"step_{step:09d}.pt"
+        atomic_write(path, lambda tmp: torch.save(dict(state), tmp))
+        for old in self.checkpoints()[:-keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def checkpoints(self) -> list[Path]:
+        """Checkpoint files, oldest first."""
+        found = [p for p in self.checkpoints_dir.glob("step_*.pt") if _CKPT.match(p.name)]
+        return sorted(found, key=lambda p: int(_CKPT.match(p.name).group(1)))  # type: ignore[union-attr]
+
+    def latest_checkpoint(self) -> Path | None:
+        ckpts = self.checkpoints()
+        return ckpts[-1] if ckpts else None
+
+    def load_latest(self) -> dict[str, Any] | None:
+        """The newest checkpoint that loads; a truncated newest file falls back to the one before."""
+        for path in reversed(self.checkpoints()):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=False)
+            except Exception:  # noqa: BLE001 - a damaged file must not hide an older good one
+                continue
+        return None
+
+    def write_metrics(self, metrics: Mapping[str, Any]) -> None:
+        write_json(self.metrics_path, _plain(metrics))
