@@ -75,6 +75,39 @@ def _expert_random(args: argparse.Namespace) -> None:
           f"over {args.episodes} episodes")
 
 
+def _expert_collect(args: argparse.Namespace) -> None:
+    from l2l_gail.gail import demos
+    from l2l_gail.gail.expert import set_threads
+    from l2l_gail.gail.tasks import load_task
+
+    task = load_task(args.task)
+    data_dir = args.data_dir or demos.EXPERT_DATA_DIR
+    if not args.force:
+        demos.refuse_overwrite(task.name, data_dir)  # before any rollout
+    policy = args.policy or demos.default_policy(task.name, args.runs_dir, data_dir)
+    set_threads(args.threads)
+    print(f"rolling out {policy} for {args.episodes} episodes of {task.env_id} (seed {args.seed})")
+    path = demos.collect(task, policy, args.episodes, args.seed, data_dir=data_dir,
+                         force=args.force)
+    entry = demos.read_manifest(data_dir)["tasks"][task.name]
+    print(f"wrote {path}: {entry['episodes']} episodes, {entry['transitions']} transitions, "
+          f"return {entry['mean_return']:.1f} +- {entry['std_return']:.1f}")
+    if entry["mean_return"] < entry["expert_threshold"]:
+        print(f"note: below the task's expert threshold {entry['expert_threshold']:.0f}")
+
+
+def _expert_show(args: argparse.Namespace) -> int:
+    from l2l_gail.gail import demos
+
+    data_dir = args.data_dir or demos.EXPERT_DATA_DIR
+    table, statuses = demos.status_table(data_dir)
+    print(table)
+    failed = [s for s in statuses if not s.ok]
+    for status in failed:
+        print(f"{status.task}: {status.error}")
+    return 1 if failed else 0
+
+
 def _add_expert(subparsers: argparse._SubParsersAction) -> None:
     expert = subparsers.add_parser("expert", help="train experts and manage demonstrations",
                                    description="Train MuJoCo experts with stable-baselines3, roll "
@@ -84,7 +117,8 @@ def _add_expert(subparsers: argparse._SubParsersAction) -> None:
                  _expert_train)
     train.add_argument("--task", required=True, help="task name (a file envs/<task>.yaml)")
     train.add_argument("--timesteps", type=int, default=None,
-                       help="training budget in env steps (default: the task file's expert.timesteps)")
+                       help="training budget in env steps "
+                       "(default: the task file's expert.timesteps)")
     train.add_argument("--threads", type=int, default=1, help="torch threads")
     _add_run_options(train)
     rnd = _sub(sub, "random", "measure a uniform random policy's return (for normalised scores)",
@@ -92,6 +126,24 @@ def _add_expert(subparsers: argparse._SubParsersAction) -> None:
     rnd.add_argument("--task", required=True, help="task name (a file envs/<task>.yaml)")
     rnd.add_argument("--episodes", type=int, default=100, help="episodes to average")
     rnd.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    data_help = "demonstrations directory (default: the repository's expert_data/)"
+    col = _sub(sub, "collect", "roll out a task's expert into expert_data/<task>.npz and update "
+               "MANIFEST.json", _expert_collect)
+    col.add_argument("--task", required=True, help="task name (a file envs/<task>.yaml)")
+    col.add_argument("--episodes", type=int, default=50, help="episodes to roll out")
+    col.add_argument("--policy", type=Path, default=None,
+                     help="expert policy zip (default: RUNS_DIR/expert/<task>/checkpoints/"
+                     "best_model.zip, else model.zip there, else expert_data/policies/<task>.zip)")
+    col.add_argument("--runs-dir", type=Path, default=None,
+                     help="root of all run directories (default: $L2L_RUNS or ./runs)")
+    col.add_argument("--data-dir", type=Path, default=None, help=data_help)
+    col.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    col.add_argument("--threads", type=int, default=1, help="torch threads")
+    col.add_argument("--force", action="store_true",
+                     help="overwrite existing demonstrations of the task")
+    show = _sub(sub, "show", "list the demonstrations and verify them against MANIFEST.json "
+                "(exit status 1 if any fails)", _expert_show)
+    show.add_argument("--data-dir", type=Path, default=None, help=data_help)
 
 
 # ----------------------------------------------------------------------------- main

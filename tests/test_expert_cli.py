@@ -1,0 +1,123 @@
+"""`l2l expert collect` / `l2l expert show` end to end on InvertedPendulum with a tiny budget.
+
+The expert is a PPO model trained for one rollout (1024 steps) into a tmp runs dir; the
+demonstrations go to a tmp data dir, so the repository's expert_data/ is never written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from l2l_gail.cli import main
+from l2l_gail.gail import demos as D
+
+TASK = "inverted-pendulum"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _keep_torch_threads():
+    """`l2l expert train/collect` pin torch to --threads; give other test modules theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tmp runs dir with a barely trained expert (no evaluation ran, so no best_model.zip)."""
+    root = tmp_path_factory.mktemp("runs")
+    assert main(["expert", "train", "--task", TASK, "--timesteps", "1024", "--runs-dir", str(root),
+                 "--no-progress"]) == 0
+    assert (root / "expert" / TASK / "checkpoints" / "model.zip").is_file()
+    return root
+
+
+def collect(runs_dir: Path, data_dir: Path, *extra: str) -> int:
+    return main(["expert", "collect", "--task", TASK, "--runs-dir", str(runs_dir),
+                 "--data-dir", str(data_dir), *extra])
+
+
+def test_collect_writes_a_valid_file(runs_dir: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert collect(runs_dir, tmp_path, "--episodes", "2", "--seed", "5") == 0
+    out = capsys.readouterr().out
+    assert "checkpoints/model.zip" in out  # fell back from the missing best model
+    assert "below the task's expert threshold 1000" in out  # 1024 steps is no expert
+    trajectories = D.load_demos(TASK, tmp_path)
+    assert len(trajectories) == 2
+    entry = D.verify(TASK, tmp_path)
+    assert (entry["episodes"], entry["seed"], entry["env_id"]) == (2, 5, "InvertedPendulum-v4")
+    assert entry["transitions"] == sum(len(t) for t in trajectories)
+    assert entry["expert_timesteps"] == 1024 and entry["expert_algo"] == "ppo"
+    assert (tmp_path / "policies" / f"{TASK}.zip").read_bytes() == (
+        runs_dir / "expert" / TASK / "checkpoints" / "model.zip").read_bytes()
+    # deterministic: the same policy and seed give the same transitions
+    other = tmp_path / "again"
+    assert collect(runs_dir, other, "--episodes", "2", "--seed", "5") == 0
+    again = D.read_demos(TASK, other)
+    first = D.read_demos(TASK, tmp_path)
+    assert all((a == b).all() for a, b in zip(first.arrays().values(), again.arrays().values(),
+                                              strict=True))
+
+
+def test_collision_is_refused_without_force(runs_dir: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert collect(runs_dir, tmp_path, "--episodes", "2") == 0
+    before = D.sha256_file(D.demo_path(TASK, tmp_path))
+    capsys.readouterr()
+    assert collect(runs_dir, tmp_path, "--episodes", "3") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "already exists: pass --force" in err
+    assert err.count("\n") == 1
+    assert D.sha256_file(D.demo_path(TASK, tmp_path)) == before
+    assert collect(runs_dir, tmp_path, "--episodes", "3", "--force") == 0
+    assert D.read_manifest(tmp_path)["tasks"][TASK]["episodes"] == 3
+    assert len(D.load_demos(TASK, tmp_path)) == 3
+
+
+def test_collect_without_any_expert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert collect(tmp_path / "no-runs", tmp_path / "data", "--episodes", "2") == 2
+    err = capsys.readouterr().err
+    assert "no expert policy" in err and f"l2l expert train --task {TASK}" in err
+    assert not (tmp_path / "data" / f"{TASK}.npz").exists()
+
+
+def test_collect_falls_back_to_the_shipped_policy(runs_dir: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A fresh clone has no runs dir: the policy shipped in the data dir is rolled out."""
+    assert collect(runs_dir, tmp_path, "--episodes", "1") == 0
+    capsys.readouterr()
+    assert collect(tmp_path / "no-runs", tmp_path, "--episodes", "1", "--force") == 0
+    assert str(tmp_path / "policies" / f"{TASK}.zip") in capsys.readouterr().out
+    assert D.verify(TASK, tmp_path)["episodes"] == 1
+
+
+def test_show_prints_the_table(runs_dir: Path, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert collect(runs_dir, tmp_path, "--episodes", "2") == 0
+    entry = D.read_manifest(tmp_path)["tasks"][TASK]
+    capsys.readouterr()
+    assert main(["expert", "show", "--data-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["task", "episodes", "return", "(mean", "+-", "std)", "threshold",
+                                "random", "verified"]
+    row = next(line for line in lines if line.startswith(TASK)).split()
+    mean_std = f"{entry['mean_return']:.1f} +- {entry['std_return']:.1f}".split()
+    assert row == [TASK, "2", *mean_std, "1000", "6.23", "yes"]
+    hopper = next(line for line in lines if line.startswith("hopper"))
+    assert hopper.endswith("not collected")
+    # a damaged file turns the row to NO, prints the reason and fails the command
+    D.demo_path(TASK, tmp_path).write_bytes(b"damaged")
+    assert main(["expert", "show", "--data-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert next(line for line in out.splitlines() if line.startswith(TASK)).endswith("NO")
+    assert "sha256 does not match" in out
+
+
+def test_show_on_the_shipped_data(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["expert", "show"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(TASK))
+    assert row.split()[-1] == "yes"
