@@ -7,9 +7,17 @@ Each subcommand parses its options here and calls into its mode; every
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import inspect
+import itertools
 import sys
+import textwrap
+import types
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from l2l_gail.errors import L2LError
 
@@ -43,6 +51,131 @@ def _add_run_options(parser: argparse.ArgumentParser, default_name: str | None =
                         help="continue the run in RUNS_DIR/<mode>/<name>/ from its last checkpoint")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The string literal under each dataclass field (CleanRL/tyro style), read from the source."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in itertools.pairwise(body):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *,
+                          skip: Sequence[str] = ()) -> None:
+    """One ``--option`` per field of the configuration dataclass ``cls``, documented by the
+    field's docstring, so the configuration and its ``--help`` cannot drift apart."""
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or f.default is dataclasses.MISSING:
+            continue
+        typ = hints[f.name]
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if isinstance(typ, types.UnionType) or typing.get_origin(typ) is typing.Union:
+            typ = args[0]
+        flag = "--" + f.name.replace("_", "-")
+        help_ = docs.get(f.name, f.name.replace("_", " ")).replace("%", "%%")
+        if typ is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
+        elif typ in (int, float, str):
+            parser.add_argument(flag, type=typ, default=f.default, dest=f.name, help=help_)
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """Build ``cls`` from the parsed options added by :func:`add_dataclass_options`."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values.update(overrides)
+    return cls(**values)
+
+
+# ----------------------------------------------------------------------------- vision
+def _vision_train(args: argparse.Namespace) -> None:
+    from l2l_gail.runs import RunDir
+    from l2l_gail.vision.train import VisionConfig, train
+
+    config = dataclass_from_args(VisionConfig, args)
+    config.validate()
+    name = args.name or f"{config.dataset}-{config.method}-seed{config.seed}"
+    import dataclasses as dc
+
+    run = RunDir.for_mode("vision", name, dc.asdict(config), root=args.runs_dir, resume=args.resume,
+                          resume_ignore=("device",))
+    print(f"run directory: {run.path}\ntensorboard --logdir {run.tb_dir}")
+    m = train(config, run, resume=args.resume, progress=not args.no_progress)
+    print(f"{config.method}: test clean acc {m['final_test_clean_acc']:.4f}, PGD-{config.eval_pgd_steps} "
+          f"acc {m[f'final_test_pgd{config.eval_pgd_steps}_acc']:.4f} on {m['eval_subset']} test images; "
+          f"median epoch {m['epoch_seconds_median']:.1f} s; model: {run.path / 'model.pt'}")
+
+
+def _vision_eval(args: argparse.Namespace) -> None:
+    from l2l_gail.runs import write_json
+    from l2l_gail.vision.attacks import build_attack
+    from l2l_gail.vision.evaluate import evaluate
+    from l2l_gail.vision.train import load_classifier, select_device
+
+    if args.output is not None and args.output.exists():
+        raise L2LError(f"{args.output} exists; choose another --output (results are never overwritten)")
+    device = select_device(args.device)
+    model, config, data = load_classifier(args.checkpoint, device, args.data_dir)
+    eps = args.eps if args.eps is not None else config.resolved_eps()
+    attacks = [build_attack(a, eps, pgd_step=args.pgd_step, restarts=args.restarts,
+                            autoattack_version=args.autoattack_version, seed=args.seed)
+               for a in args.attacks.split(",") if a.strip()]
+    n = args.test_subset or len(data.test_y)
+    torch_seed(args.seed)
+    result = evaluate(model, data.test_x[:n], data.test_y[:n], attacks, batch_size=args.batch_size,
+                      device=device, progress=not args.no_progress)
+    result.update(checkpoint=str(args.checkpoint), eps=eps, attacks=[a.name for a in attacks])
+    for k in ["clean_acc", *(f"{a.name}_acc" for a in attacks), "worst_case_acc"]:
+        print(f"{k:>20s}  {100 * result[k]:6.2f} %")
+    if args.output is not None:
+        write_json(args.output, result)
+        print(f"written {args.output}")
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _add_vision(subparsers: argparse._SubParsersAction) -> None:
+    from l2l_gail.vision.train import VisionConfig
+
+    vision = subparsers.add_parser("vision", help="adversarial training of image classifiers",
+                                   description="Adversarial training with a learned attacker "
+                                   "(Jiang et al., arXiv 1811.01213) and its baselines.")
+    sub = vision.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = _sub(sub, "train", "train a classifier with one method", _vision_train,
+                 "Train a classifier. Methods: standard, fgsm-rs (Wong et al. 2020), pgd (Madry et "
+                 "al. 2018), trades (Zhang et al. 2019), l2l-naive, l2l-grad, l2l-2step, l2l-kstep "
+                 "(learned attacker, 1811.01213). Writes RUNS_DIR/vision/<name>/.")
+    add_dataclass_options(train, VisionConfig, skip=("seed", "extra"))
+    _add_run_options(train)
+    ev = _sub(sub, "eval", "evaluate a trained classifier under attacks", _vision_eval,
+              "Clean accuracy, accuracy under each attack and the per-example worst case, "
+              "with the model in eval mode.")
+    ev.add_argument("checkpoint", type=Path, help="a run directory or its model.pt")
+    ev.add_argument("--attacks", default="fgsm,pgd20,cw,autoattack",
+                    help="comma-separated: fgsm, pgd<K> (e.g. pgd20), cw (CW-L-inf, 30 steps), autoattack")
+    ev.add_argument("--eps", type=float, default=None, help="L-inf radius (default: the training eps)")
+    ev.add_argument("--pgd-step", type=float, default=None, help="PGD/CW step size (default 2.5*eps/steps)")
+    ev.add_argument("--restarts", type=int, default=1, help="random restarts of PGD and CW")
+    ev.add_argument("--autoattack-version", default="standard", choices=("standard", "fast"),
+                    help="standard: APGD-CE, APGD-T, FAB-T, Square; fast: APGD-CE and APGD-T only")
+    ev.add_argument("--test-subset", type=int, default=None, help="evaluate the first N test images")
+    ev.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    ev.add_argument("--data-dir", default=None, help="data directory (default: the training run's)")
+    ev.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
+    ev.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts")
+    ev.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 # ----------------------------------------------------------------------------- expert
@@ -154,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         "adversarial training (vision), meta-learned robust optimizers (meta), and L2L-GAIL (gail).",
     )
     sub = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+    _add_vision(sub)
     _add_expert(sub)
     return parser
 

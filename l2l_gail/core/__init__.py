@@ -1,5 +1,6 @@
 """The shared learned inner optimizers (DESIGN.md, "The shared core"); no task code here."""
 
+from l2l_gail.core.attacker import LearnedAttacker, WideAttacker, input_gradient
 from l2l_gail.core.lstm_optimizer import (
     LearnedOptimizer,
     LookaheadStats,
@@ -22,6 +23,7 @@ from l2l_gail.core.preprocess import preprocess_gradients
 __all__ = [
     "LSTMOptimizer",
     "LSTMOptimizerConfig",
+    "LearnedAttacker",
     "LearnedOptimizer",
     "LookaheadStats",
     "MetaStepStats",
@@ -29,7 +31,9 @@ __all__ = [
     "State",
     "UnrollResult",
     "UpdateStats",
+    "WideAttacker",
     "detach_state",
+    "input_gradient",
     "lookahead_step",
     "meta_step",
     "preprocess_gradients",

@@ -1,0 +1,1 @@
+"""Image-classification mode: data, models, attacks, training methods, evaluation."""

@@ -1,0 +1,121 @@
+"""Classifiers for 1- or 3-channel images: a small CNN, PreActResNet-18 and WideResNet.
+
+Inputs are in [0, 1]; none of the models normalises its input, so the attacks' eps-balls
+are in pixel units, as in the papers' code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from l2l_gail.errors import L2LError
+
+MODELS = ("small-cnn", "preact-resnet18", "wide-resnet")
+
+
+class SmallCNN(nn.Module):
+    """Two conv layers and two linear layers (the usual MNIST model of adversarial-training papers,
+    e.g. Madry et al. 2018), with ``width`` scaling the channel counts."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32, image_size: int = 28):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        flat = 2 * width * (image_size // 4) ** 2
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, 4 * width), nn.ReLU(),
+                                  nn.Linear(4 * width, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation residual block (He et al. 2016, "Identity mappings in deep residual networks")."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, drop: float = 0.0):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.drop = drop
+        self.shortcut = (nn.Conv2d(cin, cout, 1, stride, bias=False)
+                         if stride != 1 or cin != cout else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        skip = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = F.relu(self.bn2(out))
+        if self.drop:
+            out = F.dropout(out, self.drop, self.training)
+        return self.conv2(out) + skip
+
+
+class PreActResNet(nn.Module):
+    """Pre-activation ResNet: PreActResNet-18 is ``blocks=(2, 2, 2, 2)`` with ``width=64``.
+
+    Used by Wong et al. 2020 and Rice et al. 2020 for CIFAR-10; ``width`` shrinks it for CPU runs.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64,
+                 blocks: tuple[int, ...] = (2, 2, 2, 2)):
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        layers, cin = [], width
+        for i, n in enumerate(blocks):
+            cout = width * 2**i
+            for j in range(n):
+                layers.append(PreActBlock(cin, cout, stride=2 if (i > 0 and j == 0) else 1))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(cin)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn(self.layers(self.stem(x))))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+class WideResNet(nn.Module):
+    """WideResNet-``depth``-``widen`` (Zagoruyko & Komodakis 2016); WRN-34-10 is the classifier
+    of Madry et al., TRADES and the L2L paper's CIFAR experiments."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, depth: int = 34, widen: int = 10,
+                 drop: float = 0.0):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise L2LError(f"WideResNet depth must be 6n+4 (e.g. 16, 28, 34), got {depth}")
+        n = (depth - 4) // 6
+        widths = [16, 16 * widen, 32 * widen, 64 * widen]
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        layers, cin = [], widths[0]
+        for i, cout in enumerate(widths[1:]):
+            for j in range(n):
+                layers.append(PreActBlock(cin, cout, stride=2 if (i > 0 and j == 0) else 1, drop=drop))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(cin)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn(self.layers(self.stem(x))))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def build_model(name: str, in_channels: int, num_classes: int, *, width: int | None = None,
+                depth: int = 34, image_size: int = 32) -> nn.Module:
+    """Construct a classifier by name (one of :data:`MODELS`).
+
+    ``width`` is the base channel count (small-cnn: 32, preact-resnet18: 64) or the widen factor
+    (wide-resnet: 10); ``depth`` applies to wide-resnet only.
+    """
+    if name == "small-cnn":
+        return SmallCNN(in_channels, num_classes, width or 32, image_size)
+    if name == "preact-resnet18":
+        return PreActResNet(in_channels, num_classes, width or 64)
+    if name == "wide-resnet":
+        return WideResNet(in_channels, num_classes, depth, width or 10)
+    raise L2LError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")

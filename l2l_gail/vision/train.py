@@ -1,0 +1,262 @@
+"""Training loop of the vision mode: one configuration, one run directory, exact resume.
+
+Each epoch shuffles with a generator seeded by ``(seed, epoch)`` and checkpoints the classifier,
+its optimizer and schedule, the method's own state (the learned attacker and its Adam) and the
+global RNG state, so ``--resume`` after an interruption ends with the same weights as an
+uninterrupted run (on the same device and thread count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from l2l_gail.errors import L2LError
+from l2l_gail.runs import RunDir, atomic_write
+from l2l_gail.vision.attacks import PGD
+from l2l_gail.vision.data import ImageData, batches, load_dataset
+from l2l_gail.vision.evaluate import evaluate
+from l2l_gail.vision.methods import METHODS, build_method
+from l2l_gail.vision.models import build_model
+
+DEFAULT_EPS = {"mnist": 0.3, "fashion-mnist": 0.1, "cifar10": 8 / 255, "cifar100": 8 / 255,
+               "synthetic": 8 / 255}
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class VisionConfig:
+    """Everything a vision training run depends on (stored as the run's ``config.yaml``)."""
+
+    dataset: str = "fashion-mnist"
+    """fashion-mnist, mnist, cifar10, cifar100 or synthetic"""
+    data_dir: str | None = None
+    """directory with the data set's files (idx files or cifar-*-python.tar.gz)"""
+    train_subset: int | None = None
+    """train on a fixed random subset of this many images (quick runs)"""
+    eval_subset: int = 1000
+    """test images used for the per-epoch clean / PGD accuracy curves"""
+    model: str = "preact-resnet18"
+    """small-cnn, preact-resnet18 or wide-resnet"""
+    width: int | None = None
+    """model width: base channels (small-cnn 32, preact-resnet18 64) or WRN widen factor (10)"""
+    depth: int = 34
+    """WideResNet depth"""
+    method: str = "l2l-grad"
+    """training method"""
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    """classifier SGD learning rate; x0.1 at 40% and x0.01 at 80% of the epochs (1811.01213 code)"""
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    eps: float | None = None
+    """L-inf radius (default: 0.3 MNIST, 0.1 Fashion-MNIST, 8/255 CIFAR)"""
+    pgd_steps: int = 10
+    """PGD / TRADES inner steps"""
+    pgd_step_size: float | None = None
+    """PGD step (default 2.5 * eps / steps)"""
+    trades_beta: float = 6.0
+    attacker_steps: int = 2
+    """K of l2l-kstep"""
+    attacker_width: float = 1.0
+    """channel multiplier of the learned attacker (1.0 = the paper's WideAttacker)"""
+    attacker_lr: float = 1e-3
+    attacker_weight_decay: float = 2e-4
+    eval_pgd_steps: int = 10
+    """PGD steps of the per-epoch robust-accuracy curve"""
+    seed: int = 0
+    device: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved_eps(self) -> float:
+        eps = self.eps if self.eps is not None else DEFAULT_EPS.get(self.dataset, 8 / 255)
+        if not 0.0 <= eps <= 1.0:
+            raise L2LError(f"--eps must lie in [0, 1] (inputs are in [0, 1]), got {eps}")
+        return eps
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise L2LError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise L2LError("--epochs and --batch-size must be >= 1")
+        self.resolved_eps()
+
+
+def load_data(config: VisionConfig) -> ImageData:
+    data = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None)
+    return data.subset(config.train_subset, None, seed=config.seed)
+
+
+def build(config: VisionConfig, data: ImageData, device: torch.device) -> tuple[Any, ...]:
+    """Model, classifier optimizer, schedule and method for ``config``."""
+    torch.manual_seed(config.seed)
+    c, h, _ = data.shape
+    model = build_model(config.model, c, data.num_classes, width=config.width, depth=config.depth,
+                        image_size=h).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                          weight_decay=config.weight_decay)
+    milestones = sorted({max(1, round(0.4 * config.epochs)), max(1, round(0.8 * config.epochs))})
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
+    method = build_method(
+        config.method, eps=config.resolved_eps(), channels=c, pgd_steps=config.pgd_steps,
+        pgd_step_size=config.pgd_step_size, trades_beta=config.trades_beta,
+        attacker_steps=config.attacker_steps, attacker_width=config.attacker_width,
+        attacker_lr=config.attacker_lr, attacker_weight_decay=config.attacker_weight_decay, device=device)
+    return model, opt, sched, method
+
+
+def train(config: VisionConfig, run: RunDir, *, resume: bool = False,
+          progress: bool = True) -> dict[str, Any]:
+    """Train a classifier with ``config.method``; returns (and writes) the final metrics."""
+    config.validate()
+    device = select_device(config.device)
+    data = load_data(config)
+    model, opt, sched, method = build(config, data, device)
+    eval_x, eval_y = data.test_x[: config.eval_subset], data.test_y[: config.eval_subset]
+    eval_attack = PGD(config.resolved_eps(), config.eval_pgd_steps)
+    history: list[dict[str, float]] = []
+    first_epoch = 0
+    if resume and (state := run.load_latest()) is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        method.load_state_dict(state["method"])
+        torch.set_rng_state(state["rng"])
+        history, first_epoch = state["history"], state["epoch"] + 1
+    else:
+        torch.manual_seed(config.seed + 1)  # attack randomness, independent of initialisation
+    writer = SummaryWriter(str(run.tb_dir), purge_step=first_epoch if resume else None)
+    steps_per_epoch = -(-len(data.train_y) // config.batch_size)
+    try:
+        for epoch in range(first_epoch, config.epochs):
+            stats = _train_epoch(config, data, model, opt, method, epoch, device, run, progress,
+                                 writer, steps_per_epoch)
+            lrs = {"classifier": opt.param_groups[0]["lr"]}
+            lrs.update({k: o.param_groups[0]["lr"] for k, o in method.lr_modules().items()})
+            sched.step()
+            ev = evaluate(model, eval_x, eval_y, [eval_attack], device=device)
+            stats.update(epoch=epoch, test_clean_acc=ev["clean_acc"],
+                         test_pgd_acc=ev[f"{eval_attack.name}_acc"])
+            history.append(stats)
+            for k, v in stats.items():
+                if k != "epoch":
+                    writer.add_scalar(_tb_name(k), v, epoch)
+            for k, v in lrs.items():
+                writer.add_scalar(f"lr/{k}", v, epoch)
+            writer.flush()
+            run.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                 "scheduler": sched.state_dict(), "method": method.state_dict(),
+                                 "rng": torch.get_rng_state(), "history": history, "epoch": epoch,
+                                 "config": dataclasses.asdict(config)}, epoch)
+    finally:
+        writer.close()
+    save_final_model(run.path / "model.pt", config, model, method)
+    metrics = {
+        "method": config.method, "dataset": config.dataset, "epochs": config.epochs,
+        "eps": config.resolved_eps(), "train_size": len(data.train_y),
+        "epoch_seconds_median": statistics.median(h["epoch_seconds"] for h in history),
+        "final_test_clean_acc": history[-1]["test_clean_acc"],
+        f"final_test_pgd{config.eval_pgd_steps}_acc": history[-1]["test_pgd_acc"],
+        "eval_subset": len(eval_y), "history": history,
+    }
+    run.write_metrics(metrics)
+    return metrics
+
+
+def _tb_name(key: str) -> str:
+    if key.startswith("test_"):
+        return "test/" + key[5:]
+    if key == "epoch_seconds":
+        return "time/epoch_seconds"
+    return "train/" + key
+
+
+def _train_epoch(config: VisionConfig, data: ImageData, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                 method: Any, epoch: int, device: torch.device, run: RunDir, progress: bool,
+                 writer: SummaryWriter, steps_per_epoch: int) -> dict[str, float]:
+    model.train()
+    gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    sums: dict[str, float] = {}
+    n_seen = 0
+    start = time.perf_counter()
+    bar = tqdm(batches(data.train_x, data.train_y, config.batch_size, generator=gen, augment=data.augment,
+                       device=device), total=steps_per_epoch, desc=f"{config.method} epoch {epoch + 1}/"
+               f"{config.epochs}", disable=not progress, leave=False)
+    for step, (x, y) in enumerate(bar):
+        loss, info = method.loss(model, x, y)
+        if not torch.isfinite(loss):
+            last = run.latest_checkpoint()
+            raise L2LError(f"the training loss became {float(loss)} at epoch {epoch + 1}, batch {step + 1} "
+                           f"({config.method}): lower --lr; the last good checkpoint "
+                           f"{last or '(none yet)'} is kept")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        extra = method.after_step(model, x, y)
+        b = len(y)
+        n_seen += b
+        acc = float((info["logits"].argmax(1) == y).float().mean())
+        batch_stats = {"loss": float(loss.detach()), "acc": acc,
+                       "delta_linf": info["delta_linf"], "delta_l2": info["delta_l2"], **extra}
+        for k, v in batch_stats.items():
+            sums[k] = sums.get(k, 0.0) + v * b
+        bar.set_postfix(loss=f"{sums['loss'] / n_seen:.3f}", acc=f"{sums['acc'] / n_seen:.3f}")
+        global_step = epoch * steps_per_epoch + step
+        if global_step % 50 == 0:
+            writer.add_scalar("step/loss", float(loss), global_step)
+    out = {k: v / n_seen for k, v in sums.items()}
+    out["epoch_seconds"] = time.perf_counter() - start
+    return out
+
+
+def save_final_model(path: Path, config: VisionConfig, model: torch.nn.Module, method: Any) -> None:
+    """The deployable result: classifier weights plus the configuration that rebuilds it."""
+    blob = {"format": "l2l_gail.vision/1", "config": dataclasses.asdict(config), "model": model.state_dict(),
+            "method": method.state_dict()}
+    atomic_write(path, lambda tmp: torch.save(blob, tmp))
+
+
+def load_classifier(path: Path, device: torch.device | str = "cpu",
+                    data_dir: str | None = None) -> tuple[torch.nn.Module, VisionConfig, ImageData]:
+    """Rebuild a trained classifier from ``model.pt`` (or a run directory holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise L2LError(f"no checkpoint at {path}: pass a run directory or its model.pt")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:
+        raise L2LError(f"cannot read checkpoint {path} ({type(exc).__name__}); it is damaged or not "
+                       "an l2l vision checkpoint") from exc
+    if not isinstance(blob, dict) or blob.get("format") != "l2l_gail.vision/1":
+        raise L2LError(f"{path} is not an l2l vision checkpoint (format l2l_gail.vision/1)")
+    known = {f.name for f in dataclasses.fields(VisionConfig)}
+    config = VisionConfig(**{k: v for k, v in blob["config"].items() if k in known})
+    if data_dir is not None:
+        config.data_dir = data_dir
+    data = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None)
+    c, h, _ = data.shape
+    model = build_model(config.model, c, data.num_classes, width=config.width, depth=config.depth,
+                        image_size=h).to(device)
+    try:
+        model.load_state_dict(blob["model"])
+    except RuntimeError as exc:
+        raise L2LError(f"{path} holds weights of another model than {config.model} "
+                       f"(width {config.width}): {str(exc).splitlines()[0]}") from exc
+    return model, config, data
