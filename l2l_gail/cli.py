@@ -279,6 +279,98 @@ def _add_expert(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--data-dir", type=Path, default=None, help=data_help)
 
 
+# ----------------------------------------------------------------------------- gail
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise L2LError(f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}") from exc
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise L2LError(f"--seeds must list distinct integers such as 0,1,2, got {text!r}")
+    return seeds
+
+
+def _parse_key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
+    import yaml
+
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise L2LError(f"{flag} takes KEY=VALUE (e.g. {flag} learning_rate=1e-4), got {pair!r}")
+        try:
+            values[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise L2LError(f"{flag} {pair!r}: the value is not valid YAML") from exc
+    return values
+
+
+def _gail_train(args: argparse.Namespace) -> None:
+    from l2l_gail.gail.expert import set_threads
+    from l2l_gail.gail.train import GAILConfig, prepare, train_seeds
+
+    seeds = _parse_seeds(args.seeds)
+    set_threads(args.threads)
+    config = dataclass_from_args(GAILConfig, args, task=args.task, method=args.method, seed=seeds[0],
+                                 ppo=_parse_key_values(args.ppo, "--ppo"))
+    prepared = prepare(config, args.data_dir)
+    experiment = args.experiment or prepared.task.name
+    train_seeds(prepared, seeds, experiment, runs_dir=args.runs_dir,
+                resume="yes" if args.resume else "no", progress=not args.no_progress, echo=print)
+
+
+def _gail_compare(args: argparse.Namespace) -> None:
+    from l2l_gail.gail.compare import compare
+
+    out = compare(args.experiment, args.output, force=args.force)
+    print(out.markdown.read_text(), end="")
+    for run_dir in out.unfinished:
+        print(f"note: {run_dir} is unfinished and left out (continue it with --resume)")
+    print(f"results: {out.json}\ntable:   {out.markdown}\nplot:    {out.plot}")
+
+
+def _add_gail(subparsers: argparse._SubParsersAction) -> None:
+    from l2l_gail.gail.train import L2L_TARGETS, METHODS, GAILConfig
+
+    gail = subparsers.add_parser("gail", help="GAIL with learned discriminator / policy updates",
+                                 description="GAIL (Ho & Ermon 2016) with an Adam, gradient-penalty "
+                                 "or learned (L2L) discriminator update, and stability comparisons.")
+    sub = gail.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = _sub(sub, "train", "train one method on one task for several seeds", _gail_train,
+                 "Train GAIL with a PPO generator on a task's shipped demonstrations. Methods: gail "
+                 "(Adam discriminator), gail-gp (+ gradient penalty, Gulrajani et al. 2017 / Kostrikov "
+                 "et al. 2019), l2l-gail (learned optimizer trained online on held-out discriminator "
+                 "loss). Hyper-parameters come from envs/<task>.yaml; the options below override them. "
+                 "Runs go to RUNS_DIR/gail/<experiment>/<method>/seed<k>/.")
+    train.add_argument("--task", required=True, help="task name (a file envs/<task>.yaml)")
+    train.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
+    train.add_argument("--seeds", default="0", help="comma-separated seeds, one run each")
+    train.add_argument("--experiment", default=None,
+                       help="experiment name: runs go to RUNS_DIR/gail/<experiment>/ (default: the task)")
+    add_dataclass_options(train, GAILConfig, skip=("task", "method", "seed", "l2l_target"))
+    train.add_argument("--l2l-target", default="discriminator", choices=L2L_TARGETS,
+                       help="l2l-gail: what the learned optimizer steps")
+    train.add_argument("--ppo", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one PPO hyper-parameter of the task file (repeatable)")
+    train.add_argument("--data-dir", type=Path, default=None,
+                       help="demonstrations directory (default: the repository's expert_data/)")
+    train.add_argument("--runs-dir", type=Path, default=None,
+                       help="root of all run directories (default: $L2L_RUNS or ./runs)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue every seed's run from its last checkpoint")
+    train.add_argument("--threads", type=int, default=1, help="torch threads")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    cmp = _sub(sub, "compare", "compare the methods of an experiment (stability metrics, table, plot)",
+               _gail_compare,
+               "Per run: final, peak, max drawdown, collapse and AUC of the normalised return; per "
+               "method: IQM and bootstrap 95% CI of final, its std, collapsed runs, median drawdown and "
+               "env steps/s. Writes JSON, a markdown table and a PNG plot.")
+    cmp.add_argument("experiment", type=Path, help="an experiment directory, RUNS_DIR/gail/<experiment>")
+    cmp.add_argument("--output", type=Path, default=None,
+                     help="results JSON (default: results/gail/<task>.json); .md and .png go beside it")
+    cmp.add_argument("--force", action="store_true", help="overwrite existing results")
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -289,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
     _add_vision(sub)
     _add_expert(sub)
+    _add_gail(sub)
     return parser
 
 
