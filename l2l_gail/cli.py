@@ -371,6 +371,64 @@ def _add_gail(subparsers: argparse._SubParsersAction) -> None:
     cmp.add_argument("--force", action="store_true", help="overwrite existing results")
 
 
+# ----------------------------------------------------------------------------- meta
+def _meta_train(args: argparse.Namespace) -> None:
+    from l2l_gail.meta.train import MetaConfig, config_dict, meta_train
+    from l2l_gail.runs import RunDir
+
+    config = dataclass_from_args(MetaConfig, args, seed=args.seed)
+    config.validate()
+    name = args.name or f"{config.dataset}-{config.model}-{config.attack}-eps{config.eps:g}-seed{config.seed}"
+    run = RunDir.for_mode("meta", name, config_dict(config), root=args.runs_dir, resume=args.resume,
+                          resume_ignore=("episodes",))
+    print(f"run directory: {run.path}\ntensorboard --logdir {run.tb_dir}")
+    m = meta_train(config, run, resume=args.resume, progress=not args.no_progress)
+    print(f"meta-loss {m['final_meta_loss']:.3f}; last optimizee: clean acc {m['final_clean_acc']:.3f}, "
+          f"{config.attack} acc {m['final_robust_acc']:.3f}; learned optimizer: {m['optimizer']}")
+
+
+def _meta_apply(args: argparse.Namespace) -> None:
+    from l2l_gail.meta.apply import ApplyConfig, apply
+    from l2l_gail.runs import RunDir
+
+    if args.resume:
+        raise L2LError("`l2l meta apply` keeps no checkpoints (a transfer run is short): run it again "
+                       "under a new --name")
+    config = dataclass_from_args(ApplyConfig, args, seed=args.seed, optimizer=str(args.optimizer))
+    config.validate()
+    name = args.name or f"{config.dataset}-{config.model}-seed{config.seed}"
+    run = RunDir.for_mode("meta-apply", name, dataclasses.asdict(config), root=args.runs_dir)
+    m = apply(config, run)
+    scores = ", ".join(f"{k[:-4]} {m[k]:.4f}" for k in m if k.endswith("_acc"))
+    print(f"trained {config.model} ({m['params']:,} parameters) on {m['train_size']} clean {config.dataset} "
+          f"images in {m['train_seconds']:.1f} s; on {m['n']} test images at eps {config.eps:g}: {scores}; "
+          f"results: {run.metrics_path}")
+
+
+def _add_meta(subparsers: argparse._SubParsersAction) -> None:
+    from l2l_gail.meta.apply import ApplyConfig
+    from l2l_gail.meta.train import MetaConfig
+
+    meta = subparsers.add_parser("meta", help="meta-learned robust optimizer (2008.05247)",
+                                 description="An LSTM optimizer meta-trained on adversarial examples "
+                                 "(Serban et al., arXiv 2008.05247), then used to train new models on "
+                                 "clean data only.")
+    sub = meta.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = _sub(sub, "train", "meta-train the learned optimizer on adversarial batches", _meta_train,
+                 "Meta-train the coordinatewise LSTM optimizer: fresh optimizees, adversarial (FGSM or "
+                 "PGD) batches, truncated BPTT. Writes RUNS_DIR/meta/<name>/ with optimizer.pt.")
+    add_dataclass_options(train, MetaConfig, skip=("seed",))
+    _add_run_options(train)
+    app = _sub(sub, "apply", "train a new model on clean data with a learned optimizer, then attack it",
+               _meta_apply, "Train a model on clean data only with the frozen learned optimizer (no "
+               "adversarial example is generated), then evaluate clean, FGSM, PGD-20 and AutoAttack "
+               "accuracy. Writes RUNS_DIR/meta-apply/<name>/ with model.pt and metrics.json.")
+    app.add_argument("--optimizer", type=Path, required=True,
+                     help="learned-optimizer file written by `l2l meta train`")
+    add_dataclass_options(app, ApplyConfig, skip=("seed", "optimizer"))
+    _add_run_options(app)
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -381,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
     _add_vision(sub)
     _add_expert(sub)
+    _add_meta(sub)
     _add_gail(sub)
     return parser
 

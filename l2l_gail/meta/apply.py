@@ -1,0 +1,154 @@
+"""Transfer: train a new model on clean data with a frozen learned optimizer, then attack it.
+
+Serban et al. (arXiv 2008.05247) claim that an optimizer meta-trained on adversarial examples
+makes models it trains on *clean* data robust -- with no adversarial example generated at
+transfer time, so training should cost about what clean training costs. :func:`fit` is the one
+training loop used for the learned optimizer and for its references (Adam on clean data, PGD
+adversarial training with Adam), so the three differ only in the optimizer and in the method
+that builds each batch's loss; :func:`evaluate_model` runs the vision mode's evaluation (clean,
+FGSM, PGD-20, AutoAttack and the per-example worst case).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from l2l_gail.core import LearnedOptimizer, LSTMOptimizer
+from l2l_gail.errors import L2LError
+from l2l_gail.meta.optimizees import DEFAULT_MAX_PARAMS, OPTIMIZEES, build_optimizee, check_servable
+from l2l_gail.meta.train import check_eps, load_data
+from l2l_gail.runs import RunDir, atomic_write
+from l2l_gail.vision.attacks import build_attack
+from l2l_gail.vision.data import ImageData, batches
+from l2l_gail.vision.evaluate import evaluate
+from l2l_gail.vision.methods import Method
+
+
+@dataclass
+class ApplyConfig:
+    """A transfer run: which optimizer trains which model on which clean data, and how it is attacked."""
+
+    optimizer: str = ""
+    """learned-optimizer file written by `l2l meta train` (RUNS_DIR/meta/<name>/optimizer.pt)"""
+    dataset: str = "mnist-5k"
+    """mnist-5k (offline), mnist (idx files in --data-dir), fashion-mnist or synthetic"""
+    data_dir: str | None = None
+    """directory with the data set's idx files"""
+    train_size: int | None = None
+    """train on a fixed random subset of this many training images (the low-data regime)"""
+    model: str = "mlp"
+    """mlp (784-20-10) or a vision model: small-cnn, preact-resnet18, wide-resnet"""
+    width: int | None = None
+    """MLP hidden units (20) or the vision model's width"""
+    epochs: int = 5
+    batch_size: int = 128
+    eps: float = 0.1
+    """L-inf radius of the evaluation attacks, in pixel units"""
+    attacks: str = "fgsm,pgd20,autoattack"
+    """comma-separated evaluation attacks: fgsm, pgd<K>, cw, autoattack (empty: clean accuracy only)"""
+    autoattack_version: str = "standard"
+    """standard (APGD-CE, APGD-T, FAB-T, Square) or fast (APGD-CE, APGD-T; far cheaper on a CPU)"""
+    eval_subset: int = 1000
+    """evaluate on the first N test images"""
+    max_params: int = DEFAULT_MAX_PARAMS
+    """largest model (trainable parameters) the learned optimizer is allowed to serve"""
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise :class:`L2LError` on the first invalid option (before any file is read)."""
+        check_eps(self.eps)
+        if not self.optimizer:
+            raise L2LError("--optimizer is required: a file written by `l2l meta train`")
+        if self.model not in OPTIMIZEES:
+            raise L2LError(f"unknown model {self.model!r}; choose one of {', '.join(OPTIMIZEES)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_subset < 1:
+            raise L2LError("--epochs, --batch-size and --eval-subset must be >= 1")
+        if self.autoattack_version not in ("standard", "fast"):
+            raise L2LError(f"--autoattack-version must be standard or fast, got {self.autoattack_version!r}")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` measured: wall time of the training loop alone, and the last epoch's loss."""
+
+    train_seconds: float
+    final_loss: float
+
+
+def fit(model: nn.Module, data: ImageData, optimizer: torch.optim.Optimizer, *, epochs: int,
+        batch_size: int, seed: int, method: Method | None = None) -> FitResult:
+    """Train ``model`` on ``data`` for ``epochs``; each batch's loss is ``method.loss`` (default: clean).
+
+    The batch order depends on ``(seed, epoch)`` only, so runs that differ in the optimizer or the
+    method see the same batches. The clock covers the loop only (no data loading, no evaluation).
+    """
+    method = method or Method()
+    model.train()
+    start = time.perf_counter()
+    total, seen = 0.0, 0
+    for epoch in range(epochs):
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        total, seen = 0.0, 0
+        for step, (x, y) in enumerate(batches(data.train_x, data.train_y, batch_size, generator=gen)):
+            loss, _ = method.loss(model, x, y)
+            if not torch.isfinite(loss):
+                raise L2LError(f"the training loss became {float(loss)} at epoch {epoch + 1}, batch "
+                               f"{step + 1}: the optimizer diverged on this model")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(y)
+            seen += len(y)
+    return FitResult(train_seconds=time.perf_counter() - start, final_loss=total / max(seen, 1))
+
+
+def evaluate_model(model: nn.Module, data: ImageData, *, eps: float, attacks: str, eval_subset: int,
+                   autoattack_version: str = "standard", seed: int = 0) -> dict[str, float]:
+    """The vision mode's evaluation on the first ``eval_subset`` test images (model in eval mode)."""
+    built = [build_attack(a, eps, autoattack_version=autoattack_version, seed=seed)
+             for a in attacks.split(",") if a.strip()]
+    n = min(eval_subset, len(data.test_y))
+    torch.manual_seed(seed)  # PGD's random starts
+    return evaluate(model, data.test_x[:n], data.test_y[:n], built)
+
+
+def load_learned(path: str | Path) -> LSTMOptimizer:
+    """A frozen learned optimizer from ``path`` (errors name the file and say what to do)."""
+    learned = LSTMOptimizer.load(path)
+    learned.requires_grad_(False)
+    return learned.eval()
+
+
+def apply(config: ApplyConfig, run: RunDir) -> dict[str, Any]:
+    """Train ``config.model`` on clean data with the frozen learned optimizer, evaluate, write metrics.
+
+    Writes ``model.pt`` (weights and configuration) and ``metrics.json`` (accuracies, train
+    seconds) into ``run``; returns the metrics.
+    """
+    config.validate()
+    learned = load_learned(config.optimizer)
+    data = load_data(config.dataset, config.data_dir, config.train_size, config.seed)
+    torch.manual_seed(config.seed)
+    model = build_optimizee(config.model, data.shape, data.num_classes, config.width)
+    n_params = check_servable(model, learned.config, config.max_params)
+    result = fit(model, data, LearnedOptimizer(model.parameters(), learned=learned), epochs=config.epochs,
+                 batch_size=config.batch_size, seed=config.seed)
+    blob = {"format": "l2l_gail.meta-apply/1", "config": dataclasses.asdict(config),
+            "model": model.state_dict()}
+    atomic_write(run.path / "model.pt", lambda tmp: torch.save(blob, tmp))
+    scores = evaluate_model(model, data, eps=config.eps, attacks=config.attacks,
+                            eval_subset=config.eval_subset, autoattack_version=config.autoattack_version,
+                            seed=config.seed)
+    metrics = {"dataset": config.dataset, "model": config.model, "params": n_params,
+               "train_size": len(data.train_y), "epochs": config.epochs, "eps": config.eps,
+               "train_seconds": result.train_seconds, "final_train_loss": result.final_loss,
+               "optimizer_config": learned.config.to_dict(), **scores}
+    run.write_metrics(metrics)
+    return metrics
