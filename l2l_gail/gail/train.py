@@ -23,6 +23,7 @@ then reproduces the uninterrupted one exactly at a fixed number of torch threads
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import random
 import tempfile
@@ -172,6 +173,11 @@ class GAILConfig:
             raise L2LError(f"the generator replay buffer ({capacity}) is smaller than one "
                            f"discriminator batch ({self.demo_batch_size}); raise "
                            "--gen-replay-buffer-capacity or lower --demo-batch-size")
+        known = set(inspect.signature(PPO.__init__).parameters) - {"self", "policy", "env"}
+        unknown = sorted(set(self.ppo) - known - {"net_arch"})
+        if unknown:
+            raise L2LError(f"bad PPO hyper-parameter(s) {', '.join(unknown)} (from gail.ppo of the "
+                           "task file or --ppo); see stable_baselines3.PPO's arguments")
         if self.l2l_init is not None and not Path(self.l2l_init).is_file():
             raise L2LError(f"--l2l-init {self.l2l_init}: no such file; pass a phi_*.pt written "
                            "by an l2l-gail run")

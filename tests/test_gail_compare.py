@@ -1,0 +1,133 @@
+"""`l2l gail compare`: stability metrics on hand-made series, statistics, outputs and refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy.stats import trim_mean
+
+from l2l_gail.cli import main
+from l2l_gail.errors import L2LError
+from l2l_gail.gail.compare import bootstrap_ci, compare, iqm, series_metrics
+
+
+def test_final_is_the_mean_of_the_last_fifth() -> None:
+    m = series_metrics([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0])
+    assert m["final"] == pytest.approx(0.9)  # last 2 of 10
+    assert m["peak"] == 1.0
+    assert m["auc"] == pytest.approx(0.46)
+    assert m["max_drawdown"] == 0.0 and not m["collapsed"]
+    assert series_metrics([0.4, 0.7])["final"] == pytest.approx(0.7)  # at least one evaluation
+
+
+def test_drawdown_is_the_deepest_fall_below_an_earlier_best() -> None:
+    m = series_metrics([0.2, 0.9, 0.5, 0.8, 0.1, 0.95, 0.9])
+    assert m["max_drawdown"] == pytest.approx(0.8)  # 0.9 -> 0.1, not 0.95 - 0.1
+    assert m["peak"] == 0.95
+
+
+@pytest.mark.parametrize(("series", "collapsed"), [
+    ([0.1, 0.8, 0.9, 0.3, 0.2, 0.3, 0.2, 0.3, 0.4, 0.4], True),   # learned, then lost it
+    ([0.1, 0.8, 0.9, 0.3, 0.2, 0.3, 0.2, 0.3, 0.5, 0.5], False),  # final exactly half the peak
+    ([0.0, 0.29, 0.05, 0.0, 0.0], False),                         # never learned (peak < 0.3)
+    ([0.0, 0.3, 0.05, 0.0, 0.1], True),                           # peak exactly 0.3 counts
+    ([0.2, 0.5, 0.7, 0.9, 0.95], False),
+])
+def test_collapse_detection(series: list[float], collapsed: bool) -> None:
+    assert series_metrics(series)["collapsed"] is collapsed
+
+
+def test_iqm_trims_a_quarter_on_each_side() -> None:
+    assert iqm([0, 1, 2, 3, 4, 5, 6, 7]) == pytest.approx(3.5)  # mean of 2, 3, 4, 5
+    assert iqm([0.5, 0.5, 0.5, 100.0]) == pytest.approx(0.5)  # robust to one outlier
+    assert iqm([0.2]) == pytest.approx(0.2)
+
+
+def test_bootstrap_interval() -> None:
+    low, high = bootstrap_ci([0.1, 0.4, 0.5, 0.6, 0.9], reps=2000)
+    assert low < iqm([0.1, 0.4, 0.5, 0.6, 0.9]) < high
+    assert low >= 0.1 and high <= 0.9
+    assert bootstrap_ci([0.3, 0.3, 0.3], reps=200) == (pytest.approx(0.3), pytest.approx(0.3))
+    assert bootstrap_ci([0.1, 0.9], reps=500, seed=1) == bootstrap_ci([0.1, 0.9], reps=500, seed=1)
+    values = [0.9, 0.1, 0.4, 0.35, 0.8, 0.0, 0.6]  # the vectorised bootstrap statistic is the IQM
+    assert trim_mean(np.array([values]), 0.25, axis=1)[0] == pytest.approx(iqm(values))
+
+
+def fake_run(root: Path, method: str, seed: int, series: list[float], *, task: str = "hopper",
+             speed: float = 1000.0, finished: bool = True) -> Path:
+    """A run directory as `l2l gail train` leaves it (config.yaml and metrics.json only)."""
+    run = root / method / f"seed{seed}"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"task": task, "method": method, "seed": seed}))
+    if finished:
+        history = [{"step": 1000 * (i + 1), "return": v, "normalized_return": v}
+                   for i, v in enumerate(series)]
+        (run / "metrics.json").write_text(json.dumps({
+            "task": task, "seed": seed, "timesteps": 1000 * len(series), "n_demos": 25,
+            "env_steps_per_second": speed, "history": history, "finished": True}))
+    return run
+
+
+@pytest.fixture
+def experiment(tmp_path: Path) -> Path:
+    root = tmp_path / "runs" / "gail" / "bench"
+    stable = [0.2, 0.5, 0.8, 0.9, 0.9]
+    for seed in range(3):
+        fake_run(root, "gail", seed, [0.2, 0.6, 0.9, 0.3, 0.2] if seed < 2 else stable, speed=1000 + seed)
+        fake_run(root, "l2l-gail", seed, stable, speed=900)
+    fake_run(root, "gail-gp", 0, stable)
+    fake_run(root, "gail-gp", 1, [], finished=False)
+    return root
+
+
+def test_compare_writes_json_table_and_plot(experiment: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "results" / "hopper.json"
+    assert main(["gail", "compare", str(experiment), "--output", str(output)]) == 0
+    out = capsys.readouterr().out
+    for path in (output, output.with_suffix(".md"), output.with_suffix(".png")):
+        assert path.is_file() and str(path) in out
+    assert output.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert "gail-gp/seed1 is unfinished" in out
+    summary = json.loads(output.read_text())
+    assert (summary["task"], summary["timesteps"], summary["seeds"], summary["n_demos"]) == (
+        "hopper", 5000, [0, 1, 2], 25)
+    assert list(summary["methods"]) == ["gail", "gail-gp", "l2l-gail"]
+    gail, l2l = summary["methods"]["gail"], summary["methods"]["l2l-gail"]
+    assert set(gail) >= {"final_iqm", "final_ci95", "final_std", "collapsed_runs",
+                         "max_drawdown_median", "auc_mean", "env_steps_per_second_median"}
+    assert gail["collapsed_runs"] == 2 and l2l["collapsed_runs"] == 0
+    assert gail["max_drawdown_median"] == pytest.approx(0.7)
+    assert gail["final_iqm"] == pytest.approx(np.mean([0.2, 0.2, 0.9]))  # 3 runs: no trimming
+    assert l2l["final_iqm"] == pytest.approx(0.9) and l2l["final_std"] == 0.0
+    assert gail["env_steps_per_second_median"] == 1001.0
+    assert summary["methods"]["gail-gp"]["n_runs"] == 1
+    assert "| l2l-gail | 3 | 0.900 [0.900, 0.900] | 0.000 | 0/3 |" in output.with_suffix(".md").read_text()
+
+
+def test_compare_refuses_to_overwrite(experiment: Path, tmp_path: Path) -> None:
+    output = tmp_path / "r.json"
+    compare(experiment, output)
+    output.with_suffix(".md").write_text("keep me")
+    with pytest.raises(L2LError, match="exists: pass --force"):
+        compare(experiment, output)
+    assert output.with_suffix(".md").read_text() == "keep me"
+    compare(experiment, output, force=True)
+    assert output.with_suffix(".md").read_text().startswith("Task `hopper`")
+
+
+def test_compare_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gail", "compare", str(tmp_path / "missing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert main(["gail", "compare", str(tmp_path)]) == 2
+    assert "no finished runs" in capsys.readouterr().err
+    fake_run(tmp_path, "gail", 0, [0.5], task="hopper")
+    fake_run(tmp_path, "gail", 1, [0.5], task="walker2d")
+    assert main(["gail", "compare", str(tmp_path), "--output", str(tmp_path / "x.json")]) == 2
+    assert "mixes tasks" in capsys.readouterr().err
+    assert main(["gail", "compare", str(tmp_path), "--output", str(tmp_path / "x.txt")]) == 2
+    assert "must end in .json" in capsys.readouterr().err
