@@ -145,6 +145,10 @@ class AutoAttack(Attack):
             kwargs.update(version="custom", attacks=["apgd-ce", "apgd-t"])
         adversary = _AA(model, **kwargs)
         adversary.verbose = False
+        with torch.no_grad():  # the targeted attacks use the 9 runner-up classes, or fewer if there are fewer
+            n_targets = min(9, model(x[:1]).shape[1] - 1)
+        adversary.apgd_targeted.n_target_classes = n_targets
+        adversary.fab.n_target_classes = n_targets
         with torch.enable_grad():
             x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(y))
         return x_adv.detach()

@@ -44,6 +44,8 @@ class VisionConfig:
 
     dataset: str = "fashion-mnist"
     """fashion-mnist, mnist, cifar10, cifar100 or synthetic"""
+    synthetic_shape: str = "3x32x32"
+    """C x H x W of the generated data set (dataset synthetic; CIFAR's shape by default)"""
     data_dir: str | None = None
     """directory with the data set's files (idx files or cifar-*-python.tar.gz)"""
     train_subset: int | None = None
@@ -61,7 +63,9 @@ class VisionConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.1
-    """classifier SGD learning rate; x0.1 at 40% and x0.01 at 80% of the epochs (1811.01213 code)"""
+    """classifier SGD learning rate"""
+    lr_schedule: str = "piecewise"
+    """piecewise: lr x0.1 at 40% and x0.01 at 80% of the epochs (1811.01213 code); constant"""
     momentum: float = 0.9
     weight_decay: float = 2e-4
     eps: float | None = None
@@ -89,16 +93,28 @@ class VisionConfig:
             raise L2LError(f"--eps must lie in [0, 1] (inputs are in [0, 1]), got {eps}")
         return eps
 
+    def parsed_synthetic_shape(self) -> tuple[int, int, int]:
+        try:
+            c, h, w = (int(v) for v in self.synthetic_shape.lower().split("x"))
+        except ValueError:
+            raise L2LError(
+                f"--synthetic-shape must look like 3x32x32, got {self.synthetic_shape!r}") from None
+        return c, h, w
+
     def validate(self) -> None:
+        self.parsed_synthetic_shape()
         if self.method not in METHODS:
             raise L2LError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.lr_schedule not in ("piecewise", "constant"):
+            raise L2LError(f"--lr-schedule must be piecewise or constant, got {self.lr_schedule!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise L2LError("--epochs and --batch-size must be >= 1")
         self.resolved_eps()
 
 
 def load_data(config: VisionConfig) -> ImageData:
-    data = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None)
+    data = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None,
+                        synthetic_shape=config.parsed_synthetic_shape())
     return data.subset(config.train_subset, None, seed=config.seed)
 
 
@@ -110,7 +126,10 @@ def build(config: VisionConfig, data: ImageData, device: torch.device) -> tuple[
                         image_size=h).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
-    milestones = sorted({max(1, round(0.4 * config.epochs)), max(1, round(0.8 * config.epochs))})
+    if config.lr_schedule == "piecewise":
+        milestones = sorted({max(1, round(0.4 * config.epochs)), max(1, round(0.8 * config.epochs))})
+    else:
+        milestones = []
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
     method = build_method(
         config.method, eps=config.resolved_eps(), channels=c, pgd_steps=config.pgd_steps,
@@ -201,8 +220,8 @@ def _train_epoch(config: VisionConfig, data: ImageData, model: torch.nn.Module, 
         loss, info = method.loss(model, x, y)
         if not torch.isfinite(loss):
             last = run.latest_checkpoint()
-            raise L2LError(f"the training loss became {float(loss)} at epoch {epoch + 1}, batch {step + 1} "
-                           f"({config.method}): lower --lr; the last good checkpoint "
+            raise L2LError(f"the training loss became {float(loss.detach())} at epoch {epoch + 1}, "
+                           f"batch {step + 1} ({config.method}): lower --lr; the last good checkpoint "
                            f"{last or '(none yet)'} is kept")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -218,7 +237,7 @@ def _train_epoch(config: VisionConfig, data: ImageData, model: torch.nn.Module, 
         bar.set_postfix(loss=f"{sums['loss'] / n_seen:.3f}", acc=f"{sums['acc'] / n_seen:.3f}")
         global_step = epoch * steps_per_epoch + step
         if global_step % 50 == 0:
-            writer.add_scalar("step/loss", float(loss), global_step)
+            writer.add_scalar("step/loss", float(loss.detach()), global_step)
     out = {k: v / n_seen for k, v in sums.items()}
     out["epoch_seconds"] = time.perf_counter() - start
     return out
@@ -250,7 +269,8 @@ def load_classifier(path: Path, device: torch.device | str = "cpu",
     config = VisionConfig(**{k: v for k, v in blob["config"].items() if k in known})
     if data_dir is not None:
         config.data_dir = data_dir
-    data = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None)
+    data = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None,
+                        synthetic_shape=config.parsed_synthetic_shape())
     c, h, _ = data.shape
     model = build_model(config.model, c, data.num_classes, width=config.width, depth=config.depth,
                         image_size=h).to(device)

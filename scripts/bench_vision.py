@@ -1,0 +1,174 @@
+#!/usr/bin/env python
+"""Benchmark: every vision training method on Fashion-MNIST at eps = 0.1, side by side.
+
+One classifier (PreActResNet-18 at reduced width) and a learned attacker sized so that its
+forward FLOPs per image are ``--flops-ratio`` x the classifier's (0.35, the ratio the issue
+takes from the paper's WideAttacker vs WRN-34-10), counted with ``torch.utils.flop_counter``.
+Every method trains for the same epochs on the same subset; each model is then evaluated with
+clean, FGSM, PGD-20 (restarts, step 0.01), CW-L-inf (30 steps, step 0.01) and AutoAttack
+(pyautoattack). Finished runs are skipped, unfinished ones resumed, so the script can be
+re-run across sessions. Writes ``results/vision/fashion-mnist.{json,md}``.
+
+    python scripts/bench_vision.py --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from l2l_gail.core.attacker import WideAttacker
+from l2l_gail.runs import RunDir, atomic_write_text, write_json
+from l2l_gail.vision.attacks import FGSM, PGD, AutoAttack
+from l2l_gail.vision.evaluate import evaluate
+from l2l_gail.vision.models import build_model
+from l2l_gail.vision.train import VisionConfig, load_classifier, train
+
+METHODS = ["standard", "fgsm-rs", "pgd-10", "trades", "l2l-naive", "l2l-grad", "l2l-2step", "l2l-3step"]
+
+
+def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops()
+
+
+def attacker_width_for(ratio: float, classifier_flops: int, channels: int, size: int) -> tuple[float, float]:
+    """Bisect the attacker's width multiplier so its per-image forward FLOPs ~ ratio x classifier."""
+    x = torch.zeros(1, 2 * channels, size, size)
+    lo, hi = 0.01, 2.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if forward_flops(WideAttacker(2 * channels, channels, 0.1, mid), x) < ratio * classifier_flops:
+            lo = mid
+        else:
+            hi = mid
+    got = forward_flops(WideAttacker(2 * channels, channels, 0.1, lo), x) / classifier_flops
+    return lo, got
+
+
+def method_config(method: str, args: argparse.Namespace, seed: int, attacker_width: float) -> VisionConfig:
+    name, extra = method, {}
+    if method == "pgd-10":
+        name, extra = "pgd", {"pgd_steps": 10}
+    elif method == "l2l-3step":
+        name, extra = "l2l-kstep", {"attacker_steps": 3}
+    return VisionConfig(dataset="fashion-mnist", train_subset=args.train_size, eval_subset=args.eval_n,
+                        model="preact-resnet18", width=args.width, method=name, epochs=args.epochs,
+                        eps=args.eps, attacker_width=attacker_width, seed=seed, **extra)
+
+
+def run_one(method: str, seed: int, args: argparse.Namespace, attacker_width: float) -> dict:
+    config = method_config(method, args, seed, attacker_width)
+    path = args.runs_dir / f"{method}" / f"seed{seed}"
+    resume = (path / "config.yaml").is_file()
+    if not (path / "metrics.json").is_file():
+        run = RunDir(path, dataclasses.asdict(config), resume=resume, resume_ignore=("device",))
+        print(f"[{time.strftime('%H:%M:%S')}] train {method} seed {seed} -> {path}", flush=True)
+        train(config, run, resume=resume, progress=args.progress)
+    metrics = json.loads((path / "metrics.json").read_text())
+    eval_path = path / "bench_eval.json"
+    if not eval_path.is_file():
+        print(f"[{time.strftime('%H:%M:%S')}] evaluate {method} seed {seed}", flush=True)
+        model, cfg, data = load_classifier(path)
+        eps = cfg.resolved_eps()
+        torch.manual_seed(seed)
+        x, y = data.test_x[: args.eval_n], data.test_y[: args.eval_n]
+        main = evaluate(model, x, y, [FGSM(eps), PGD(eps, 20, args.pgd_step, restarts=args.restarts),
+                                      PGD(eps, 30, args.pgd_step, restarts=args.restarts, loss="cw")])
+        n_aa = args.aa_n
+        aa = evaluate(model, x[:n_aa], y[:n_aa], [PGD(eps, 20, args.pgd_step, restarts=args.restarts),
+                                                  AutoAttack(eps, args.aa_version, seed)])
+        write_json(eval_path, {"main": main, "aa_subset": aa})
+    ev = json.loads(eval_path.read_text())
+    return {"epoch_seconds_median": metrics["epoch_seconds_median"], **ev}
+
+
+def summarise(method: str, runs: list[dict]) -> dict:
+    def mean(key: str, part: str = "main") -> float:
+        return statistics.fmean(r[part][key] for r in runs)
+
+    return {
+        "epoch_seconds_median": statistics.median(r["epoch_seconds_median"] for r in runs),
+        "clean_acc": mean("clean_acc"), "fgsm_acc": mean("fgsm_acc"), "pgd20_acc": mean("pgd20_acc"),
+        "cw_acc": mean("cw_acc"), "autoattack_acc": mean("autoattack_acc", "aa_subset"),
+        "pgd20_acc_on_autoattack_subset": mean("pgd20_acc", "aa_subset"),
+        "pgd20_acc_std": statistics.pstdev(r["main"]["pgd20_acc"] for r in runs),
+        "seeds": len(runs),
+    }
+
+
+def markdown(result: dict) -> str:
+    base = result["methods"].get("pgd-10", {}).get("epoch_seconds_median")
+    lines = ["| method | epoch s (median) | time vs pgd-10 | clean | FGSM | PGD-20 | CW | "
+             f"AutoAttack (n={result['autoattack_n']}) | PGD-20 on AA subset | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in result["methods"].items():
+        ratio = f"{m['epoch_seconds_median'] / base:.2f}x" if base else "-"
+        lines.append(f"| {name} | {m['epoch_seconds_median']:.1f} | {ratio} | {100 * m['clean_acc']:.1f} | "
+                     f"{100 * m['fgsm_acc']:.1f} | {100 * m['pgd20_acc']:.1f} | {100 * m['cw_acc']:.1f} | "
+                     f"{100 * m['autoattack_acc']:.1f} | {100 * m['pgd20_acc_on_autoattack_subset']:.1f} | "
+                     f"{m['seeds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of methods")
+    p.add_argument("--train-size", type=int, default=5000, help="training subset size (default 5000)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs for every method (default 10)")
+    p.add_argument("--width", type=int, default=8, help="PreActResNet-18 base width (default 8)")
+    p.add_argument("--eps", type=float, default=0.1, help="L-inf radius (default 0.1)")
+    p.add_argument("--pgd-step", type=float, default=0.01, help="evaluation PGD/CW step (default 0.01)")
+    p.add_argument("--restarts", type=int, default=2, help="PGD-20/CW restarts (default 2)")
+    p.add_argument("--flops-ratio", type=float, default=0.35, help="attacker/classifier forward FLOPs")
+    p.add_argument("--eval-n", type=int, default=1000, help="test images for clean/FGSM/PGD/CW")
+    p.add_argument("--aa-n", type=int, default=200, help="test images for AutoAttack (slow on CPU)")
+    p.add_argument("--aa-version", default="standard", choices=("standard", "fast"))
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/bench-vision"), help="run directories")
+    p.add_argument("--output", type=Path, default=Path("results/vision/fashion-mnist.json"))
+    p.add_argument("--progress", action="store_true", help="show per-epoch progress bars")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        print(f"error: unknown methods {sorted(unknown)}; choose from {METHODS}", file=sys.stderr)
+        return 2
+    cls = build_model("preact-resnet18", 1, 10, width=args.width)
+    cls_flops = forward_flops(cls, torch.zeros(1, 1, 28, 28))
+    att_width, ratio = attacker_width_for(args.flops_ratio, cls_flops, 1, 28)
+    print(f"classifier {cls_flops / 1e6:.1f} MFLOPs/image; "
+          f"attacker width {att_width:.4f} -> ratio {ratio:.3f}")
+    per_method: dict[str, list[dict]] = {m: [] for m in methods}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for method in methods:
+            per_method[method].append(run_one(method, seed, args, att_width))
+            result = {
+                "dataset": "fashion-mnist", "eps": args.eps, "train_size": args.train_size,
+                "epochs": args.epochs, "model": f"preact-resnet18 (width {args.width})",
+                "classifier_mflops": cls_flops / 1e6, "attacker_width": att_width,
+                "attacker_to_classifier_flops": ratio, "eval_n": args.eval_n, "autoattack_n": args.aa_n,
+                "autoattack_version": args.aa_version, "pgd_restarts": args.restarts,
+                "torch_threads": args.threads,
+                "methods": {m: summarise(m, r) for m, r in per_method.items() if r},
+            }
+            write_json(args.output, result)
+            atomic_write_text(args.output.with_suffix(".md"), markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
