@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint install clean-venv
+.PHONY: demo demo-vision test lint install clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,10 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The main job: GAIL and L2L-GAIL on the shipped demonstrations (about 10 minutes on 2 cores).
 demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+# A few-minute vision comparison (standard, PGD-10, L2L-grad) on Fashion-MNIST.
+demo-vision: $(STAMP)
 	@test -d $(FMNIST) || { [ "$$(id -u)" = 0 ] && apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
 	  || { echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist'"; exit 1; }
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo_vision.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q
