@@ -180,7 +180,7 @@ class RunDir:
         for path in reversed(self.checkpoints()):
             try:
                 return torch.load(path, map_location="cpu", weights_only=False)
-            except Exception:  # noqa: BLE001 - a damaged file must not hide an older good one
+            except Exception:  # a damaged file must not hide an older good one
                 continue
         return None
 

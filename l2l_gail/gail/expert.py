@@ -168,7 +168,7 @@ def load_expert(task: TaskSpec, path: Path) -> BaseAlgorithm:
         raise L2LError(f"no expert policy at {path}: train one with `l2l expert train --task {task.name}`")
     try:
         return ALGOS[task.expert["algo"]].load(path, device="cpu")
-    except Exception as exc:  # noqa: BLE001 - SB3 raises many types for a damaged zip
+    except Exception as exc:  # SB3 raises many types for a damaged zip
         raise L2LError(f"cannot load expert policy {path} ({type(exc).__name__}: {exc}); "
                        f"retrain with `l2l expert train --task {task.name}`") from exc
 
