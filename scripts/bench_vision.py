@@ -72,7 +72,9 @@ def run_one(method: str, seed: int, args: argparse.Namespace, attacker_width: fl
     path = args.runs_dir / f"{method}" / f"seed{seed}"
     resume = (path / "config.yaml").is_file()
     if not (path / "metrics.json").is_file():
-        run = RunDir(path, dataclasses.asdict(config), resume=resume, resume_ignore=("device",))
+        # options added after the first benchmark runs started; their defaults match those runs
+        later = ("device", "download", "lr_schedule", "synthetic_shape")
+        run = RunDir(path, dataclasses.asdict(config), resume=resume, resume_ignore=later)
         print(f"[{time.strftime('%H:%M:%S')}] train {method} seed {seed} -> {path}", flush=True)
         train(config, run, resume=resume, progress=args.progress)
     metrics = json.loads((path / "metrics.json").read_text())

@@ -48,6 +48,8 @@ class VisionConfig:
     """C x H x W of the generated data set (dataset synthetic; CIFAR's shape by default)"""
     data_dir: str | None = None
     """directory with the data set's files (idx files or cifar-*-python.tar.gz)"""
+    download: bool = False
+    """download missing data set files into --data-dir (digests are checked)"""
     train_subset: int | None = None
     """train on a fixed random subset of this many images (quick runs)"""
     eval_subset: int = 1000
@@ -114,7 +116,7 @@ class VisionConfig:
 
 def load_data(config: VisionConfig) -> ImageData:
     data = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None,
-                        synthetic_shape=config.parsed_synthetic_shape())
+                        download=config.download, synthetic_shape=config.parsed_synthetic_shape())
     return data.subset(config.train_subset, None, seed=config.seed)
 
 
