@@ -54,45 +54,16 @@ class PreActBlock(nn.Module):
         return self.conv2(out) + skip
 
 
-class PreActResNet(nn.Module):
-    """Pre-activation ResNet: PreActResNet-18 is ``blocks=(2, 2, 2, 2)`` with ``width=64``.
+class _PreActNet(nn.Module):
+    """A stem conv, stages of pre-activation blocks (the first block of every stage but the first
+    downsamples), then BN-ReLU, global average pooling and a linear head."""
 
-    Used by Wong et al. 2020 and Rice et al. 2020 for CIFAR-10; ``width`` shrinks it for CPU runs.
-    """
-
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64,
-                 blocks: tuple[int, ...] = (2, 2, 2, 2)):
-        super().__init__()
-        self.stem = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
-        layers, cin = [], width
-        for i, n in enumerate(blocks):
-            cout = width * 2**i
-            for j in range(n):
-                layers.append(PreActBlock(cin, cout, stride=2 if (i > 0 and j == 0) else 1))
-                cin = cout
-        self.layers = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(cin)
-        self.fc = nn.Linear(cin, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn(self.layers(self.stem(x))))
-        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
-
-
-class WideResNet(nn.Module):
-    """WideResNet-``depth``-``widen`` (Zagoruyko & Komodakis 2016); WRN-34-10 is the classifier
-    of Madry et al., TRADES and the L2L paper's CIFAR experiments."""
-
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, depth: int = 34, widen: int = 10,
+    def __init__(self, in_channels: int, num_classes: int, stem: int, stages: list[tuple[int, int]],
                  drop: float = 0.0):
         super().__init__()
-        if (depth - 4) % 6:
-            raise L2LError(f"WideResNet depth must be 6n+4 (e.g. 16, 28, 34), got {depth}")
-        n = (depth - 4) // 6
-        widths = [16, 16 * widen, 32 * widen, 64 * widen]
-        self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
-        layers, cin = [], widths[0]
-        for i, cout in enumerate(widths[1:]):
+        self.stem = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
+        layers, cin = [], stem
+        for i, (cout, n) in enumerate(stages):
             for j in range(n):
                 layers.append(PreActBlock(cin, cout, stride=2 if (i > 0 and j == 0) else 1, drop=drop))
                 cin = cout
@@ -103,6 +74,30 @@ class WideResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn(self.layers(self.stem(x))))
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+class PreActResNet(_PreActNet):
+    """Pre-activation ResNet: PreActResNet-18 is ``blocks=(2, 2, 2, 2)`` with ``width=64``.
+
+    Used by Wong et al. 2020 and Rice et al. 2020 for CIFAR-10; ``width`` shrinks it for CPU runs.
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64,
+                 blocks: tuple[int, ...] = (2, 2, 2, 2)):
+        super().__init__(in_channels, num_classes, width, [(width * 2**i, n) for i, n in enumerate(blocks)])
+
+
+class WideResNet(_PreActNet):
+    """WideResNet-``depth``-``widen`` (Zagoruyko & Komodakis 2016); WRN-34-10 is the classifier
+    of Madry et al., TRADES and the L2L paper's CIFAR experiments."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, depth: int = 34, widen: int = 10,
+                 drop: float = 0.0):
+        if (depth - 4) % 6:
+            raise L2LError(f"WideResNet depth must be 6n+4 (e.g. 16, 28, 34), got {depth}")
+        n = (depth - 4) // 6
+        super().__init__(in_channels, num_classes, 16, [(16 * widen, n), (32 * widen, n), (64 * widen, n)],
+                         drop)
 
 
 def build_model(name: str, in_channels: int, num_classes: int, *, width: int | None = None,
