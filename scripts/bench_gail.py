@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Benchmark: gail, gail-gp and l2l-gail on the MuJoCo locomotion tasks, 5 seeds x 1M steps.
+
+For every task whose demonstrations are shipped (hopper, and walker2d / halfcheetah once their
+experts are collected), trains every method for every seed under
+``runs/gail/bench-<task>/<method>/seed<k>/``, interleaved by seed so that partial results
+already compare the methods, then writes ``results/gail/<task>.{json,md,png}`` with
+``l2l gail compare``. Long (CPU days for all of it): run it in the background. Finished runs
+are skipped and unfinished ones resumed from their last checkpoint, so re-running the same
+command continues where it stopped; throughput (env steps/s) is measured within each run, so
+the methods' speeds are compared on the same machine and session mix.
+
+    nohup .venv/bin/python scripts/bench_gail.py > bench_gail.log 2>&1 &
+    .venv/bin/python scripts/bench_gail.py --tasks inverted-pendulum --seeds 0,1 --timesteps 4096  # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from l2l_gail.errors import L2LError
+from l2l_gail.gail import demos
+from l2l_gail.gail.compare import RESULTS_DIR, compare, output_paths
+from l2l_gail.gail.expert import set_threads
+from l2l_gail.gail.train import GAILConfig, prepare, train_seeds
+from l2l_gail.runs import DEFAULT_ROOT
+
+TASKS = ("hopper", "walker2d", "halfcheetah")
+METHODS = ("gail", "gail-gp", "l2l-gail")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default=",".join(TASKS),
+                        help="comma-separated tasks; those without shipped demonstrations are skipped")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
+    parser.add_argument("--timesteps", type=int, default=1_000_000, help="environment steps per run")
+    parser.add_argument("--eval-every", type=int, default=None, help="evaluation interval (task file's)")
+    parser.add_argument("--runs-dir", type=Path, default=None, help="root of the run directories")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR, help="where <task>.json goes")
+    parser.add_argument("--force", action="store_true", help="overwrite existing results")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except L2LError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    shipped = demos.read_manifest()["tasks"]
+    tasks = [t for t in args.tasks.split(",") if t in shipped]
+    for task in sorted(set(args.tasks.split(",")) - set(tasks)):
+        print(f"{task}: no shipped demonstrations yet, skipped (`l2l expert collect --task {task}`)")
+    if not tasks:
+        raise L2LError("none of the tasks has shipped demonstrations; see `l2l expert show`")
+    set_threads(args.threads)
+    # Every configuration and output is checked before the first (long) run starts.
+    plans = []
+    for task in tasks:
+        output = args.output_dir / f"{task}.json"
+        existing = [p for p in output_paths(output) if p.exists()]
+        if existing and not args.force:
+            raise L2LError(f"{existing[0]} exists: pass --force to overwrite the {task} results")
+        prepared = {m: prepare(GAILConfig(task=task, method=m, timesteps=args.timesteps,
+                                          eval_every=args.eval_every)) for m in methods}
+        plans.append((task, output, prepared))
+    for task, output, prepared in plans:
+        experiment = f"bench-{task}"
+        for seed in seeds:
+            for method in methods:
+                train_seeds(prepared[method], [seed], experiment, runs_dir=args.runs_dir, resume="auto",
+                            progress=not args.no_progress, echo=lambda line: print(line, flush=True))
+        out = compare(Path(args.runs_dir or DEFAULT_ROOT) / "gail" / experiment, output, force=args.force)
+        print(out.markdown.read_text(), end="")
+        print(f"results: {out.json}\ntable:   {out.markdown}\nplot:    {out.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
