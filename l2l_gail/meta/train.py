@@ -16,6 +16,12 @@ at transfer time -- and is rewarded for steps that lower the adversarial loss). 
 itself is a fixed data transform: its examples are computed from detached parameters, so
 the meta-gradient does not differentiate through the attack.
 
+Meta-training can collapse after it has worked: in the MNIST-MLP runs at eps 0.1 the optimizer
+descended well for ten episodes, then (once the eps ramp reached full eps) fell into the trivial
+robust point -- uniform outputs, adversarial loss ln 10 -- and never left it. So ``optimizer.pt``
+is the ``phi`` after the full-eps episode with the lowest mean meta-loss (model selection on the
+meta-training objective itself, no test data), and ``optimizer-last.pt`` the final one.
+
 Checkpoints are written at episode boundaries; each episode's optimizee, batches and attack
 noise are seeded by ``(seed, episode)``, so ``--resume`` continues bit-for-bit.
 """
@@ -214,11 +220,12 @@ def meta_train(config: MetaConfig, run: RunDir, *, resume: bool = False,
     meta_opt = torch.optim.Adam(learned.parameters(), lr=config.meta_lr)
     attack = build_train_attack(config)
     history: list[dict[str, float]] = []
+    best: dict[str, Any] | None = None  # {"episode", "meta_loss", "learned"} of the best full-eps episode
     first = 0
     if resume and (state := run.load_latest()) is not None:
         learned.load_state_dict(state["learned"])
         meta_opt.load_state_dict(state["meta_opt"])
-        history, first = state["history"], state["episode"] + 1
+        history, first, best = state["history"], state["episode"] + 1, state["best"]
     truncations = config.episode_steps // config.unroll
     writer = SummaryWriter(str(run.tb_dir), purge_step=first * truncations if resume else None)
     start = time.perf_counter()
@@ -231,15 +238,24 @@ def meta_train(config: MetaConfig, run: RunDir, *, resume: bool = False,
             bar.set_postfix(meta_loss=f"{stats['meta_loss']:.3f}", clean=f"{stats['clean_acc']:.2f}",
                             robust=f"{stats['robust_acc']:.2f}")
             writer.flush()
+            full_eps = episode >= config.eps_warmup or episode == config.episodes - 1
+            if full_eps and (best is None or stats["meta_loss"] < best["meta_loss"]):
+                best = {"episode": episode, "meta_loss": stats["meta_loss"],
+                        "learned": {k: v.clone() for k, v in learned.state_dict().items()}}
             run.save_checkpoint({"learned": learned.state_dict(), "meta_opt": meta_opt.state_dict(),
-                                 "history": history, "episode": episode}, episode)
+                                 "history": history, "episode": episode, "best": best}, episode)
     finally:
         writer.close()
+    learned.save(run.path / "optimizer-last.pt")
+    assert best is not None
+    learned.load_state_dict(best["learned"])
     learned.save(run.path / "optimizer.pt")
-    last = history[-1]
+    chosen = history[best["episode"]]
     metrics = {"optimizer": str(run.path / "optimizer.pt"), "episodes": config.episodes,
-               "final_meta_loss": last["meta_loss"], "final_clean_acc": last["clean_acc"],
-               "final_robust_acc": last["robust_acc"], "seconds_this_session": time.perf_counter() - start,
+               "best_episode": best["episode"], "final_meta_loss": chosen["meta_loss"],
+               "final_clean_acc": chosen["clean_acc"], "final_robust_acc": chosen["robust_acc"],
+               "last_meta_loss": history[-1]["meta_loss"],
+               "seconds_this_session": time.perf_counter() - start,
                "history": history}
     run.write_metrics(metrics)
     return metrics

@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""Benchmark: does a meta-learned robust optimizer (Serban et al., arXiv 2008.05247) transfer robustness?
+
+1. Meta-train the coordinatewise LSTM optimizer on the MNIST MLP (784-20-10) with FGSM batches,
+   once per training eps (0.1 and 0.3), plus one variant (``cleangrad``: the LSTM reads clean
+   gradients, as it will at transfer time, and is rewarded for lowering the adversarial loss).
+2. For each setting, train the same model three ways for the same epochs on the same batches:
+   Adam on clean data (``adam_clean``), the frozen learned optimizer on clean data
+   (``learned_clean``), PGD-10 adversarial training with Adam (``pgd_at``); evaluate clean,
+   PGD-20 and AutoAttack accuracy, and time the training loop.
+
+Settings: (a) same architecture and data (MNIST MLP; eps 0.1 and 0.3), (b) MLP -> small CNN,
+(c) MNIST -> Fashion-MNIST, (d) low data (1,000 MNIST images; 5,000 Fashion-MNIST images, since
+the offline MNIST source has 4,500 training images). Finished cells are kept in
+``<out>/cells.json`` and skipped on a re-run; meta-training runs resume. Writes
+``<out>/transfer.json`` and ``<out>/transfer.md``.
+
+    python scripts/bench_meta.py                 # the committed budget
+    python scripts/bench_meta.py --quick --out /tmp/meta-quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from l2l_gail.core import LearnedOptimizer
+from l2l_gail.meta.apply import evaluate_model, fit, load_learned
+from l2l_gail.meta.optimizees import build_optimizee
+from l2l_gail.meta.report import WAYS, markdown_table, setting_entry
+from l2l_gail.meta.train import MetaConfig, config_dict, load_data, meta_train
+from l2l_gail.runs import RunDir, atomic_write_text, write_json
+from l2l_gail.vision.methods import build_method
+
+# name -> MetaConfig overrides (all on the offline MNIST MLP with FGSM batches)
+OPTIMIZERS: dict[str, dict[str, Any]] = {
+    "mnist-mlp-fgsm-eps0.1": {"eps": 0.1},
+    "mnist-mlp-fgsm-eps0.3": {"eps": 0.3},
+    "mnist-mlp-fgsm-eps0.1-cleangrad": {"eps": 0.1, "gradient": "clean"},
+}
+# name, optimizer, dataset, model, width, train size (None: all), eps
+SETTINGS: list[tuple[str, str, str, str, int | None, int | None, float]] = [
+    ("a-same", "mnist-mlp-fgsm-eps0.1", "mnist-5k", "mlp", None, None, 0.1),
+    ("a-same", "mnist-mlp-fgsm-eps0.3", "mnist-5k", "mlp", None, None, 0.3),
+    ("b-arch", "mnist-mlp-fgsm-eps0.1", "mnist-5k", "small-cnn", 8, None, 0.1),
+    ("c-data", "mnist-mlp-fgsm-eps0.1", "fashion-mnist", "mlp", None, 10_000, 0.1),
+    ("d-low-data", "mnist-mlp-fgsm-eps0.1", "mnist-5k", "mlp", None, 1_000, 0.1),
+    ("d-low-data", "mnist-mlp-fgsm-eps0.1", "fashion-mnist", "mlp", None, 5_000, 0.1),
+    ("variant-cleangrad", "mnist-mlp-fgsm-eps0.1-cleangrad", "mnist-5k", "mlp", None, None, 0.1),
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("results/meta"), help="results directory")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/bench-meta"), help="meta-training runs")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of the transfer runs")
+    p.add_argument("--epochs", type=int, default=5, help="epochs of every transfer run")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--adam-lr", type=float, default=1e-3, help="Adam learning rate (adam_clean, pgd_at)")
+    p.add_argument("--eval-subset", type=int, default=500, help="test images evaluated")
+    p.add_argument("--autoattack-version", default="fast", choices=("standard", "fast"))
+    p.add_argument("--episodes", type=int, default=20, help="meta-training episodes (fresh optimizees)")
+    p.add_argument("--episode-steps", type=int, default=200, help="learned steps per meta-training episode")
+    p.add_argument("--eps-warmup", type=int, default=8, help="meta-training eps warm-up episodes")
+    p.add_argument("--meta-lr", type=float, default=3e-3, help="Adam learning rate on phi")
+    p.add_argument("--only", default=None, help="comma-separated setting names to run (default: all)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke budget: 1 seed, 1 epoch, 3 short meta-training episodes, 100 test images")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.epochs, args.eval_subset = "0", 1, 100
+        args.episodes, args.episode_steps, args.eps_warmup = 3, 40, 1
+    return args
+
+
+def meta_config(name: str, args: argparse.Namespace) -> MetaConfig:
+    return MetaConfig(episodes=args.episodes, episode_steps=args.episode_steps, eps_warmup=args.eps_warmup,
+                      meta_lr=args.meta_lr, **OPTIMIZERS[name])
+
+
+def ensure_optimizer(name: str, args: argparse.Namespace) -> Path:
+    """Meta-train (or resume) optimizer ``name``; copy it to ``<out>/optimizers/<name>.pt``."""
+    dest = args.out / "optimizers" / f"{name}.pt"
+    if dest.is_file():
+        return dest
+    config = meta_config(name, args)
+    path = args.runs_dir / name
+    resume = (path / "config.yaml").is_file()
+    run = RunDir(path, config_dict(config), resume=resume, resume_ignore=("episodes",))
+    print(f"[{time.strftime('%H:%M:%S')}] meta-train {name} -> {path}", flush=True)
+    start = time.perf_counter()
+    metrics = meta_train(config, run, resume=resume, progress=False)
+    print(f"  {time.perf_counter() - start:.0f} s; last optimizee clean {metrics['final_clean_acc']:.3f} "
+          f"fgsm {metrics['final_robust_acc']:.3f}", flush=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path / "optimizer.pt", dest)
+    write_json(dest.with_suffix(".json"), {"config": config_dict(config), "meta_training": metrics})
+    return dest
+
+
+def train_cell(way: str, optimizer: Path | None, dataset: str, model_name: str, width: int | None,
+               train_size: int | None, eps: float, seed: int, args: argparse.Namespace) -> dict[str, float]:
+    """Train one model one way on clean batches (pgd_at: PGD-10 batches) and evaluate it."""
+    data = load_data(dataset, None, train_size, seed)
+    torch.manual_seed(seed)
+    model = build_optimizee(model_name, data.shape, data.num_classes, width)
+    method = build_method("pgd" if way == "pgd_at" else "standard", eps=eps, channels=data.shape[0],
+                          pgd_steps=10)
+    if way == "learned_clean":
+        assert optimizer is not None
+        opt: torch.optim.Optimizer = LearnedOptimizer(model.parameters(), learned=load_learned(optimizer))
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=args.adam_lr)
+    torch.manual_seed(seed + 1)  # PGD-AT's random starts
+    result = fit(model, data, opt, epochs=args.epochs, batch_size=args.batch_size, seed=seed, method=method)
+    scores = evaluate_model(model, data, eps=eps, attacks="pgd20,autoattack", eval_subset=args.eval_subset,
+                            autoattack_version=args.autoattack_version, seed=seed)
+    return {"clean_acc": scores["clean_acc"], "pgd20_acc": scores["pgd20_acc"],
+            "autoattack_acc": scores["autoattack_acc"], "train_seconds": result.train_seconds,
+            "final_train_loss": result.final_loss, "train_size": len(data.train_y), "n_eval": scores["n"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    only = set(args.only.split(",")) if args.only else None
+    settings = [s for s in SETTINGS if only is None or s[0] in only]
+    cells_path = args.out / "cells.json"
+    cells: dict[str, Any] = json.loads(cells_path.read_text()) if cells_path.is_file() else {}
+    entries = []
+    for name, opt_name, dataset, model, width, train_size, eps in settings:
+        optimizer = ensure_optimizer(opt_name, args)
+        ways: dict[str, list[dict[str, float]]] = {w: [] for w in WAYS}
+        for way in WAYS:
+            for seed in seeds:
+                tag = opt_name if way == "learned_clean" else "-"
+                key = f"{dataset}|{train_size}|{model}|{width}|{eps}|{args.epochs}|{way}|{tag}|{seed}"
+                if key not in cells:
+                    t0 = time.perf_counter()
+                    c = train_cell(way, optimizer, dataset, model, width, train_size, eps, seed, args)
+                    cells[key] = c
+                    write_json(cells_path, cells)
+                    print(f"[{time.strftime('%H:%M:%S')}] {name} {dataset} {model} eps {eps} {way} seed "
+                          f"{seed}: clean {c['clean_acc']:.3f} pgd20 {c['pgd20_acc']:.3f} aa "
+                          f"{c['autoattack_acc']:.3f} train {c['train_seconds']:.1f} s "
+                          f"(cell {time.perf_counter() - t0:.0f} s)", flush=True)
+                ways[way].append(cells[key])
+        trained_on = f"mnist-5k mlp fgsm eps {OPTIMIZERS[opt_name]['eps']:g}" + (
+            " (LSTM reads clean gradients)" if "cleangrad" in opt_name else "")
+        setting = {"name": name, "meta_trained_on": trained_on, "optimizer": opt_name, "dataset": dataset,
+                   "model": model if width is None else f"{model}-w{width}",
+                   "train_size": ways["adam_clean"][0]["train_size"], "eps": eps}
+        entries.append(setting_entry(setting, ways))
+    budget = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    budget.update(threads=1, pgd_at="PGD-10, step 2.5*eps/10, random start, Adam",
+                  evaluation=f"PGD-20 (1 restart, step 2.5*eps/20) and AutoAttack {args.autoattack_version} "
+                  f"on the first {args.eval_subset} test images", command=" ".join(["python", *sys.argv]))
+    write_json(args.out / "transfer.json", {"budget": budget, "settings": entries})
+    header = (f"# Robust meta-optimizer transfer (2008.05247)\n\nCommand: `{budget['command']}`; seeds "
+              f"{args.seeds}, {args.epochs} epochs, meta-training {args.episodes} episodes x "
+              f"{args.episode_steps} steps (eps warm-up {args.eps_warmup}, meta lr {args.meta_lr:g}); "
+              f"{budget['evaluation']}. Mean ± std over seeds.\n\n")
+    atomic_write_text(args.out / "transfer.md", header + markdown_table(entries))
+    print(markdown_table(entries))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
