@@ -6,7 +6,7 @@ stability and prints the table, where the results are and the TensorBoard comman
 minutes on two CPU cores (one torch thread). Every invocation uses a fresh, timestamped
 experiment name, so re-running never collides with an earlier demo.
 
-    .venv/bin/python scripts/demo.py [--seeds 0,1,2] [--timesteps 100000] [--runs-dir runs]
+    .venv/bin/python scripts/demo.py [--seeds 0,1,2] [--timesteps 60000] [--runs-dir runs]
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ METHODS = ("gail", "l2l-gail")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    parser.add_argument("--timesteps", type=int, default=100_000, help="environment steps per run")
-    parser.add_argument("--eval-every", type=int, default=None, help="evaluation interval (task file's)")
+    parser.add_argument("--timesteps", type=int, default=60_000, help="environment steps per run")
+    parser.add_argument("--eval-every", type=int, default=4096, help="evaluation interval")
     parser.add_argument("--runs-dir", type=Path, default=None, help="root of the run directories")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)

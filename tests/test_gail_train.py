@@ -49,15 +49,17 @@ def policy_weights(run: Path) -> dict[str, torch.Tensor]:
         return torch.load(io.BytesIO(archive.read("policy.pth")), weights_only=True)
 
 
-@pytest.mark.parametrize(("method", "extra_tags"), [
-    ("gail", set()),
-    ("gail-gp", {"disc/grad_penalty"}),
-    ("l2l-gail", {"l2l/meta_loss", "l2l/update_norm"}),
+@pytest.mark.parametrize(("method", "options", "extra_tags"), [
+    ("gail", [], set()),
+    ("gail-gp", [], {"disc/grad_penalty"}),
+    ("l2l-gail", [], {"l2l/meta_loss", "l2l/update_norm"}),
+    ("l2l-gail", ["--l2l-objective", "heldout-gp", "--l2l-max-step", "2", "--l2l-meta-every", "2"],
+     {"l2l/meta_loss", "l2l/update_norm"}),
 ])
-def test_methods_train_and_log(method: str, extra_tags: set[str], tmp_path: Path,
+def test_methods_train_and_log(method: str, options: list[str], extra_tags: set[str], tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gail", "train", "--task", TASK, "--method", method, "--experiment", "smoke",
-                 "--runs-dir", str(tmp_path), *TINY]) == 0
+                 "--runs-dir", str(tmp_path), *options, *TINY]) == 0
     run = tmp_path / "gail" / "smoke" / method / "seed0"
     out = capsys.readouterr().out
     assert f"tensorboard --logdir {tmp_path / 'gail' / 'smoke'}" in out

@@ -53,6 +53,7 @@ from l2l_gail.gail.phi_init import adam_clone
 from l2l_gail.gail.tasks import TaskSpec, load_task
 from l2l_gail.gail.trainer import (
     L2LPPO,
+    META_OBJECTIVES,
     GAILGPTrainer,
     GAILTrainer,
     L2LGAILTrainer,
@@ -108,6 +109,9 @@ class GAILConfig:
     """l2l-gail: Adam learning rate on phi (online look-ahead)"""
     l2l_meta_every: int = 1
     """l2l-gail: train phi on every N-th learned step (the others only apply it)"""
+    l2l_objective: str = "heldout"
+    """l2l-gail: phi's objective: heldout (discriminator loss on a fresh batch after the step) or
+    heldout-gp (plus gp_coef x the gradient penalty on that batch)"""
     l2l_max_step: float | None = None
     """l2l-gail: bound each coordinate's step to this many learning rates (tanh); none by default"""
     ppo: dict[str, Any] = field(default_factory=dict)
@@ -149,6 +153,9 @@ class GAILConfig:
         """
         if self.method not in METHODS:
             raise L2LError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.l2l_objective not in META_OBJECTIVES:
+            raise L2LError(f"unknown --l2l-objective {self.l2l_objective!r}; choose one of "
+                           f"{', '.join(META_OBJECTIVES)}")
         if self.l2l_target not in L2L_TARGETS:
             raise L2LError(f"unknown --l2l-target {self.l2l_target!r}; choose one of "
                            f"{', '.join(L2L_TARGETS)}")
@@ -262,7 +269,9 @@ def build(prepared: Prepared, log_dir: Path) -> GAILTrainer:
     }
     if config.l2l_discriminator:
         return L2LGAILTrainer(learned=initial_phi(config), disc_lr=float(config.disc_lr or 0),
-                              meta_lr=config.l2l_meta_lr, meta_every=config.l2l_meta_every, **common)
+                              meta_lr=config.l2l_meta_lr, meta_every=config.l2l_meta_every,
+                              meta_objective=config.l2l_objective, gp_coef=float(config.gp_coef or 0),
+                              **common)
     adam = {"disc_opt_kwargs": {"lr": config.disc_lr}}
     if config.method == "gail-gp":
         return GAILGPTrainer(gp_coef=float(config.gp_coef or 0), **adam, **common)
