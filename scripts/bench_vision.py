@@ -135,7 +135,9 @@ def main() -> int:
     p.add_argument("--restarts", type=int, default=2, help="PGD-20/CW restarts (default 2)")
     p.add_argument("--flops-ratio", type=float, default=0.35, help="attacker/classifier forward FLOPs")
     p.add_argument("--eval-n", type=int, default=1000, help="test images for clean/FGSM/PGD/CW")
-    p.add_argument("--aa-n", type=int, default=200, help="test images for AutoAttack (slow on CPU)")
+    p.add_argument("--aa-n", type=int, default=100,
+                   help="first N test images for AutoAttack, slow on CPU (default 100); PGD-20 is "
+                        "re-run on the same images for a paired comparison")
     p.add_argument("--aa-version", default="standard", choices=("standard", "fast"))
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs/bench-vision"), help="run directories")
@@ -164,7 +166,7 @@ def main() -> int:
                 "attacker_to_classifier_flops": ratio, "eval_n": args.eval_n, "autoattack_n": args.aa_n,
                 "autoattack_version": args.aa_version, "pgd_restarts": args.restarts,
                 "torch_threads": args.threads,
-                "methods": {m: summarise(m, r) for m, r in per_method.items() if r},
+                "methods": {m: summarise(m, per_method[m]) for m in METHODS if per_method.get(m)},
             }
             write_json(args.output, result)
             atomic_write_text(args.output.with_suffix(".md"), markdown(result))
