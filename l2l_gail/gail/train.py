@@ -113,7 +113,8 @@ class GAILConfig:
     """l2l-gail: phi's objective: heldout (discriminator loss on a fresh batch after the step) or
     heldout-gp (plus gp_coef x the gradient penalty on that batch)"""
     l2l_max_step: float | None = None
-    """l2l-gail: bound each coordinate's step to this many learning rates (tanh); none by default"""
+    """l2l-gail: bound each coordinate's step to this many learning rates (tanh); none by default;
+    with --l2l-init the file's own bound applies"""
     ppo: dict[str, Any] = field(default_factory=dict)
     """PPO hyper-parameters: the task file's gail.ppo, updated by these"""
 
@@ -404,7 +405,7 @@ def train(prepared: Prepared, run: RunDir, *, resume: bool = False, progress: bo
             load_trainer_state(trainer, state["trainer"])
             history, first_round, train_seconds = state["history"], state["round"] + 1, state["train_seconds"]
         # Events written after the checkpoint we resume from are dropped by TensorBoard.
-        purge = first_round * round_steps + 1 if first_round else None
+        purge = first_round * round_steps + 1 if resume else None
         writer = SummaryWriter(str(run.tb_dir), purge_step=purge)
         bar = tqdm(total=n_rounds * round_steps, initial=first_round * round_steps, unit="step",
                    desc=f"{config.run_method} seed {config.seed}", disable=not progress, leave=False)
