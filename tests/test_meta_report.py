@@ -35,3 +35,16 @@ def test_setting_entry_uses_seed_means() -> None:
     table = markdown_table([entry])
     assert "| a | mnist-5k (4500) | mlp | 0.1 | learned_clean | 94.0 ± 1.4 | 35.0 ± 7.1 |" in table
     assert f"| {entry['gap_closed']:.2f} |" in table
+
+
+def test_a_constant_classifier_is_flagged_degenerate() -> None:
+    def run(clean: float, pgd: float) -> dict[str, float]:
+        return {"clean_acc": clean, "pgd20_acc": pgd, "autoattack_acc": pgd, "train_seconds": 1.0}
+
+    ways = {"adam_clean": [run(0.8, 0.0)], "learned_clean": [run(0.1, 0.1)], "pgd_at": [run(0.6, 0.2)]}
+    entry = setting_entry({"name": "a", "dataset": "d", "model": "m", "train_size": 1, "eps": 0.3}, ways)
+    assert entry["gap_closed"] == pytest.approx(0.5) and entry["degenerate"]
+    assert "degenerate" in markdown_table([entry])
+    ways["learned_clean"] = [run(0.7, 0.1)]
+    assert not setting_entry({"name": "a", "dataset": "d", "model": "m", "train_size": 1, "eps": 0.3},
+                             ways)["degenerate"]

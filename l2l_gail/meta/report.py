@@ -6,7 +6,10 @@ adversarial training the learned optimizer closes while training on clean data o
     gap_closed = (learned_clean PGD-20 - adam_clean PGD-20) / (pgd_at PGD-20 - adam_clean PGD-20)
 
 0 means no robustness transferred, 1 means as robust as PGD adversarial training; it is
-undefined (``None``) when adversarial training is not more robust than clean training.
+undefined (``None``) when adversarial training is not more robust than clean training. A
+constant classifier is "robust" on the examples of its one class -- chance accuracy under
+every attack -- so a learned optimizer that never moved its model can score a positive
+``gap_closed`` against a non-robust ``adam_clean``; such settings are flagged ``degenerate``.
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ def summarise(runs: Sequence[Mapping[str, float]]) -> dict[str, Any]:
     return out
 
 
-def setting_entry(setting: Mapping[str, Any],
-                  ways: Mapping[str, Sequence[Mapping[str, float]]]) -> dict[str, Any]:
-    """One ``settings`` entry of ``transfer.json``: the setting, each way's summary, ``gap_closed``
-    and the learned optimizer's training time relative to Adam's."""
+def setting_entry(setting: Mapping[str, Any], ways: Mapping[str, Sequence[Mapping[str, float]]],
+                  chance: float = 0.1) -> dict[str, Any]:
+    """One ``settings`` entry of ``transfer.json``: the setting, each way's summary, ``gap_closed``,
+    the learned optimizer's training time relative to Adam's, and ``degenerate`` -- true when
+    ``learned_clean``'s clean accuracy is below 1.5 x ``chance`` (its model learned nothing, so its
+    attacked accuracy is chance, not robustness)."""
     entry: dict[str, Any] = dict(setting)
     for way in WAYS:
         entry[way] = summarise(ways.get(way, []))
@@ -51,6 +56,8 @@ def setting_entry(setting: Mapping[str, Any],
     entry["gap_closed"] = None if None in (adam, learned, pgd) else gap_closed(adam, learned, pgd)
     ta, tl = entry["adam_clean"].get("train_seconds"), entry["learned_clean"].get("train_seconds")
     entry["learned_time_ratio"] = tl / ta if ta and tl is not None else None
+    clean = entry["learned_clean"].get("clean_acc")
+    entry["degenerate"] = clean is not None and clean < 1.5 * chance
     return entry
 
 
@@ -66,6 +73,8 @@ def markdown_table(settings: Sequence[Mapping[str, Any]]) -> str:
              "| train s | gap closed |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in settings:
         gap = "n/a" if s.get("gap_closed") is None else f"{s['gap_closed']:.2f}"
+        if s.get("degenerate"):
+            gap += " (degenerate: constant classifier)"
         for way in WAYS:
             d = s[way]
             secs = f"{d['train_seconds']:.1f}" if "train_seconds" in d else "-"
