@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from l2l_gail.core.attacker import WideAttacker
 from l2l_gail.runs import RunDir, atomic_write_text, write_json
 from l2l_gail.vision.attacks import FGSM, PGD, AutoAttack
+from l2l_gail.vision.data import batches
 from l2l_gail.vision.evaluate import evaluate
 from l2l_gail.vision.models import build_model
 from l2l_gail.vision.train import VisionConfig, load_classifier, train
@@ -95,6 +96,43 @@ def run_one(method: str, seed: int, args: argparse.Namespace, attacker_width: fl
     return {"epoch_seconds_median": metrics["epoch_seconds_median"], **ev}
 
 
+def interleaved_step_seconds(methods: list[str], args: argparse.Namespace, attacker_width: float,
+                             rounds: int = 7, steps: int = 5) -> dict[str, float]:
+    """Median seconds per training step (batch 128) of each method, timed round-robin.
+
+    The epoch times of the training runs depend on whatever else the shared machine ran while
+    each method trained; timing a few steps of every method in turn, several rounds, and taking
+    medians exposes all methods to the same load -- the side-by-side ratio the issue asks for.
+    """
+    from l2l_gail.vision.train import build, load_data
+
+    data = load_data(method_config(methods[0], args, 0, attacker_width))
+    x, y = next(batches(data.train_x, data.train_y, 128, generator=torch.Generator().manual_seed(0)))
+    setups = {}
+    for m in methods:
+        model, opt, _, method = build(method_config(m, args, 0, attacker_width), data, torch.device("cpu"))
+        setups[m] = (model, opt, method)
+
+    def step(m: str) -> None:
+        model, opt, method = setups[m]
+        loss, _ = method.loss(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        method.after_step(model, x, y)
+
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for m in methods:  # warm-up
+        step(m)
+    for _ in range(rounds):
+        for m in methods:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step(m)
+            times[m].append((time.perf_counter() - t0) / steps)
+    return {m: statistics.median(v) for m, v in times.items()}
+
+
 def summarise(method: str, runs: list[dict]) -> dict:
     def mean(key: str, part: str = "main") -> float:
         return statistics.fmean(r[part][key] for r in runs)
@@ -110,6 +148,23 @@ def summarise(method: str, runs: list[dict]) -> dict:
 
 
 def markdown(result: dict) -> str:
+    out = _accuracy_table(result) if result.get("methods") else ""
+    timing = result.get("step_timing")
+    if timing:
+        sec = timing["seconds_per_step_median"]
+        base = sec.get("pgd-10")
+        out += ("\nTraining step time, every method timed round-robin in one process (median of "
+                f"{timing['rounds']} rounds x {timing['steps_per_round']} steps, "
+                f"batch {timing['batch_size']}, {timing['torch_threads']} thread):\n\n"
+                "| method | s / step | vs pgd-10 |\n|---|---|---|\n")
+        for name in METHODS:
+            if name in sec:
+                ratio = f"{sec[name] / base:.2f}x" if base else "-"
+                out += f"| {name} | {sec[name]:.3f} | {ratio} |\n"
+    return out
+
+
+def _accuracy_table(result: dict) -> str:
     base = result["methods"].get("pgd-10", {}).get("epoch_seconds_median")
     lines = ["| method | epoch s (median) | time vs pgd-10 | clean | FGSM | PGD-20 | CW | "
              f"AutoAttack (n={result['autoattack_n']}) | PGD-20 on AA subset | seeds |",
@@ -143,6 +198,9 @@ def main() -> int:
     p.add_argument("--runs-dir", type=Path, default=Path("runs/bench-vision"), help="run directories")
     p.add_argument("--output", type=Path, default=Path("results/vision/fashion-mnist.json"))
     p.add_argument("--progress", action="store_true", help="show per-epoch progress bars")
+    p.add_argument("--timing-only", action="store_true",
+                   help="only time training steps of every method round-robin; writes "
+                        "<output>-step-timing.{json,md}")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
@@ -155,6 +213,17 @@ def main() -> int:
     att_width, ratio = attacker_width_for(args.flops_ratio, cls_flops, 1, 28)
     print(f"classifier {cls_flops / 1e6:.1f} MFLOPs/image; "
           f"attacker width {att_width:.4f} -> ratio {ratio:.3f}")
+    if args.timing_only:
+        step_s = interleaved_step_seconds(methods, args, att_width)
+        result = {"step_timing": {"batch_size": 128, "rounds": 7, "steps_per_round": 5,
+                                  "model": f"preact-resnet18 (width {args.width})",
+                                  "attacker_width": att_width, "attacker_to_classifier_flops": ratio,
+                                  "torch_threads": args.threads, "seconds_per_step_median": step_s}}
+        out = args.output.with_name(args.output.stem + "-step-timing.json")
+        write_json(out, result)
+        atomic_write_text(out.with_suffix(".md"), markdown(result))
+        print(markdown(result))
+        return 0
     per_method: dict[str, list[dict]] = {m: [] for m in methods}
     for seed in (int(s) for s in args.seeds.split(",")):
         for method in methods:
@@ -168,6 +237,7 @@ def main() -> int:
                 "torch_threads": args.threads,
                 "methods": {m: summarise(m, per_method[m]) for m in METHODS if per_method.get(m)},
             }
+
             write_json(args.output, result)
             atomic_write_text(args.output.with_suffix(".md"), markdown(result))
     print(markdown(result))
