@@ -102,9 +102,7 @@ def _vision_train(args: argparse.Namespace) -> None:
     config = dataclass_from_args(VisionConfig, args)
     config.validate()
     name = args.name or f"{config.dataset}-{config.method}-seed{config.seed}"
-    import dataclasses as dc
-
-    run = RunDir.for_mode("vision", name, dc.asdict(config), root=args.runs_dir, resume=args.resume,
+    run = RunDir.for_mode("vision", name, dataclasses.asdict(config), root=args.runs_dir, resume=args.resume,
                           resume_ignore=("device",))
     print(f"run directory: {run.path}\ntensorboard --logdir {run.tb_dir}")
     m = train(config, run, resume=args.resume, progress=not args.no_progress)
@@ -114,6 +112,8 @@ def _vision_train(args: argparse.Namespace) -> None:
 
 
 def _vision_eval(args: argparse.Namespace) -> None:
+    import torch
+
     from l2l_gail.runs import write_json
     from l2l_gail.vision.attacks import build_attack
     from l2l_gail.vision.evaluate import evaluate
@@ -128,7 +128,7 @@ def _vision_eval(args: argparse.Namespace) -> None:
                             autoattack_version=args.autoattack_version, seed=args.seed)
                for a in args.attacks.split(",") if a.strip()]
     n = args.test_subset or len(data.test_y)
-    torch_seed(args.seed)
+    torch.manual_seed(args.seed)  # the attacks' random starts
     result = evaluate(model, data.test_x[:n], data.test_y[:n], attacks, batch_size=args.batch_size,
                       device=device, progress=not args.no_progress)
     result.update(checkpoint=str(args.checkpoint), eps=eps, attacks=[a.name for a in attacks])
@@ -137,12 +137,6 @@ def _vision_eval(args: argparse.Namespace) -> None:
     if args.output is not None:
         write_json(args.output, result)
         print(f"written {args.output}")
-
-
-def torch_seed(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
 
 
 def _add_vision(subparsers: argparse._SubParsersAction) -> None:
