@@ -150,7 +150,7 @@ def _add_vision(subparsers: argparse._SubParsersAction) -> None:
                  "Train a classifier. Methods: standard, fgsm-rs (Wong et al. 2020), pgd (Madry et "
                  "al. 2018), trades (Zhang et al. 2019), l2l-naive, l2l-grad, l2l-2step, l2l-kstep "
                  "(learned attacker, 1811.01213). Writes RUNS_DIR/vision/<name>/.")
-    add_dataclass_options(train, VisionConfig, skip=("seed", "extra"))
+    add_dataclass_options(train, VisionConfig, skip=("seed",))
     _add_run_options(train)
     ev = _sub(sub, "eval", "evaluate a trained classifier under attacks", _vision_eval,
               "Clean accuracy, accuracy under each attack and the per-example worst case, "

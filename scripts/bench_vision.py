@@ -74,7 +74,7 @@ def run_one(method: str, seed: int, args: argparse.Namespace, attacker_width: fl
     resume = (path / "config.yaml").is_file()
     if not (path / "metrics.json").is_file():
         # options added after the first benchmark runs started; their defaults match those runs
-        later = ("device", "download", "lr_schedule", "synthetic_shape")
+        later = ("device", "download", "lr_schedule", "synthetic_shape", "extra")
         run = RunDir(path, dataclasses.asdict(config), resume=resume, resume_ignore=later)
         print(f"[{time.strftime('%H:%M:%S')}] train {method} seed {seed} -> {path}", flush=True)
         train(config, run, resume=resume, progress=args.progress)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,6 @@ class VisionConfig:
     """PGD steps of the per-epoch robust-accuracy curve"""
     seed: int = 0
     device: str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_eps(self) -> float:
         eps = self.eps if self.eps is not None else DEFAULT_EPS.get(self.dataset, 8 / 255)
