@@ -127,6 +127,8 @@ class RunDir:
             stored = yaml.safe_load(self.config_path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise L2LError(f"cannot resume: {self.config_path} is not valid YAML ({exc})") from exc
+        # An option added after the run started, left unset (None), is the same run: ``.get``
+        # makes a key missing from the stored file compare as None.
         diff = sorted(
             k for k in set(stored) | set(self.config)
             if k not in ignore and stored.get(k) != self.config.get(k)

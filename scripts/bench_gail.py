@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from pathlib import Path
+from typing import Any
 
 from l2l_gail.errors import L2LError
 from l2l_gail.gail import demos
@@ -36,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=",".join(TASKS),
                         help="comma-separated tasks; those without shipped demonstrations are skipped")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
+                        help="an extra configuration run beside the methods, named LABEL, e.g. "
+                             "'l2l-maxstep1:method=l2l-gail,l2l_max_step=1' (GAILConfig fields; repeatable)")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
     parser.add_argument("--timesteps", type=int, default=1_000_000, help="environment steps per run")
     parser.add_argument("--eval-every", type=int, default=None, help="evaluation interval (task file's)")
@@ -50,6 +55,27 @@ def main(argv: list[str] | None = None) -> int:
     except L2LError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """``'LABEL:key=value,key=value'`` -> (LABEL, typed GAILConfig fields)."""
+    label, _, body = spec.partition(":")
+    hints = typing.get_type_hints(GAILConfig)
+    fields: dict[str, Any] = {}
+    for item in filter(None, body.split(",")):
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in hints or key in ("task", "label", "ppo"):
+            raise L2LError(f"bad --variant item {item!r} in {spec!r}: use KEY=VALUE with a GAILConfig "
+                           "field such as method, l2l_max_step, l2l_meta_lr, l2l_objective, gp_coef")
+        kind = next((t for t in typing.get_args(hints[key]) if t is not type(None)), hints[key])
+        try:
+            fields[key] = kind(raw) if kind in (int, float) else raw
+        except ValueError:
+            raise L2LError(f"bad --variant value {raw!r} for {key}: expected {kind.__name__}") from None
+    if not label or "method" not in fields:
+        raise L2LError(f"--variant {spec!r} needs a label and a method, e.g. 'l2l-x:method=l2l-gail,...'")
+    return label, fields
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,11 +97,15 @@ def run(args: argparse.Namespace) -> int:
             raise L2LError(f"{existing[0]} exists: pass --force to overwrite the {task} results")
         prepared = {m: prepare(GAILConfig(task=task, method=m, timesteps=args.timesteps,
                                           eval_every=args.eval_every)) for m in methods}
+        for spec in args.variant:
+            label, fields = parse_variant(spec)
+            prepared[label] = prepare(GAILConfig(task=task, timesteps=args.timesteps,
+                                                 eval_every=args.eval_every, label=label, **fields))
         plans.append((task, output, prepared))
     for task, output, prepared in plans:
         experiment = f"bench-{task}"
         for seed in seeds:
-            for method in methods:
+            for method in prepared:
                 train_seeds(prepared[method], [seed], experiment, runs_dir=args.runs_dir, resume="auto",
                             progress=not args.no_progress, echo=lambda line: print(line, flush=True))
         out = compare(Path(args.runs_dir or DEFAULT_ROOT) / "gail" / experiment, output, force=args.force)

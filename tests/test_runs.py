@@ -28,6 +28,10 @@ def test_resume_requires_same_config(tmp_path):
     assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["epochs"] == 9
     with pytest.raises(L2LError, match="does not exist"):
         RunDir(tmp_path / "missing", {"lr": 0.1}, resume=True)
+    # an option added later and left unset is the same run; set to a value, it is not
+    RunDir(tmp_path / "r", {"lr": 0.1, "epochs": 9, "new": None}, resume=True, resume_ignore=("epochs",))
+    with pytest.raises(L2LError, match="configuration differs"):
+        RunDir(tmp_path / "r", {"lr": 0.1, "epochs": 9, "new": 1}, resume=True, resume_ignore=("epochs",))
 
 
 def test_checkpoints_pruned_and_damaged_newest_falls_back(tmp_path):

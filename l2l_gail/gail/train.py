@@ -26,6 +26,7 @@ import dataclasses
 import inspect
 import math
 import random
+import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -117,6 +118,9 @@ class GAILConfig:
     with --l2l-init the file's own bound applies"""
     ppo: dict[str, Any] = field(default_factory=dict)
     """PPO hyper-parameters: the task file's gail.ppo, updated by these"""
+    label: str | None = None
+    """name of this configuration in its experiment (run directory and row of `l2l gail compare`),
+    e.g. to compare variants of one method; default: the method's name"""
 
     def resolved(self, task: TaskSpec) -> GAILConfig:
         """A copy with every ``None`` filled from ``task.gail`` and ``ppo`` merged over it."""
@@ -129,7 +133,10 @@ class GAILConfig:
 
     @property
     def run_method(self) -> str:
-        """The method's directory name: ``l2l-gail``, or ``l2l-gail-policy`` / ``-both``."""
+        """The method's directory name: ``label`` if set, else ``l2l-gail``, ``l2l-gail-policy`` /
+        ``-both``, ``gail`` or ``gail-gp``."""
+        if self.label:
+            return self.label
         if self.method == "l2l-gail" and self.l2l_target != "discriminator":
             return f"l2l-gail-{self.l2l_target}"
         return self.method
@@ -160,6 +167,8 @@ class GAILConfig:
         if self.l2l_target not in L2L_TARGETS:
             raise L2LError(f"unknown --l2l-target {self.l2l_target!r}; choose one of "
                            f"{', '.join(L2L_TARGETS)}")
+        if self.label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.label):
+            raise L2LError(f"--label {self.label!r} must be a directory name: letters, digits, '.', '_', '-'")
         positive = ("timesteps", "demo_episodes", "eval_every", "eval_episodes", "n_envs",
                     "demo_batch_size", "n_disc_updates_per_round", "l2l_meta_every")
         for key in positive:

@@ -1,0 +1,43 @@
+"""scripts/bench_gail.py: variant parsing, and a tiny resumable run with a labelled variant."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from l2l_gail.errors import L2LError
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_gail.py"
+spec = importlib.util.spec_from_file_location("bench_gail", SCRIPT)
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def test_parse_variant_types_and_errors():
+    label, fields = bench.parse_variant("l2l-max1:method=l2l-gail,l2l_max_step=1,l2l-meta-every=2")
+    assert label == "l2l-max1"
+    assert fields == {"method": "l2l-gail", "l2l_max_step": 1.0, "l2l_meta_every": 2}
+    assert isinstance(fields["l2l_meta_every"], int)
+    for bad in ("nolabel", ":method=gail", "x:method=gail,nosuchfield=1", "x:method=gail,l2l_meta_lr=abc",
+                "x:l2l_max_step=1"):
+        with pytest.raises(L2LError):
+            bench.parse_variant(bad)
+
+
+def test_tiny_benchmark_with_variant_then_rerun_skips(tmp_path, capsys):
+    args = ["--tasks", "inverted-pendulum", "--methods", "gail", "--seeds", "0", "--timesteps", "1024",
+            "--eval-every", "1024", "--variant", "l2l-max1:method=l2l-gail,l2l_max_step=1",
+            "--runs-dir", str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"), "--no-progress"]
+    assert bench.main(args) == 0
+    result = json.loads((tmp_path / "out" / "inverted-pendulum.json").read_text())
+    assert set(result["methods"]) == {"gail", "l2l-max1"}
+    run = tmp_path / "runs" / "gail" / "bench-inverted-pendulum" / "l2l-max1" / "seed0"
+    assert (run / "metrics.json").is_file()
+    assert bench.main(args) == 2  # results exist: refused without --force
+    assert bench.main([*args, "--force"]) == 0
+    assert "finished, skipped" in capsys.readouterr().out
+    with pytest.raises(L2LError, match="--label"):
+        bench.prepare(bench.GAILConfig(task="inverted-pendulum", method="gail", label="bad/label"))
