@@ -97,7 +97,7 @@ class RunDir:
         if resume:
             self._reopen(resume_ignore)
         else:
-            if self.path.exists() and any(self.path.iterdir()):
+            if self._produced_anything():
                 raise L2LError(
                     f"run directory {self.path} already exists: pass --resume to continue it "
                     "or choose another --name"
@@ -117,6 +117,16 @@ class RunDir:
             raise L2LError(f"invalid run name {name!r}: use letters, digits, '-', '_' and '/'")
         return cls(Path(root or DEFAULT_ROOT) / mode / name, config, resume=resume,
                    resume_ignore=resume_ignore)
+
+    def _produced_anything(self) -> bool:
+        """Whether the directory holds a file besides ``config.yaml``.
+
+        A start that failed on bad input (a missing data set, a damaged optimizer file) leaves
+        only its configuration and empty folders; the corrected command may then reuse the name,
+        since nothing a run produced can be lost.
+        """
+        return self.path.exists() and any(
+            p.is_file() and p != self.config_path for p in self.path.rglob("*"))
 
     def _reopen(self, ignore: tuple[str, ...]) -> None:
         if not self.config_path.is_file():

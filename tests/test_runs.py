@@ -20,6 +20,15 @@ def test_new_run_writes_config_and_refuses_collision(tmp_path):
     assert run.metrics_path.read_text() == before  # nothing overwritten
 
 
+def test_failed_start_leaves_name_reusable(tmp_path):
+    RunDir(tmp_path / "r", {"data": "typo"})  # then the command fails on its input
+    run = RunDir(tmp_path / "r", {"data": "right"})
+    assert yaml.safe_load(run.config_path.read_text()) == {"data": "right"}
+    (run.tb_dir / "events.out.tfevents.1").write_bytes(b"x")
+    with pytest.raises(L2LError, match="already exists"):
+        RunDir(tmp_path / "r", {"data": "other"})
+
+
 def test_resume_requires_same_config(tmp_path):
     RunDir(tmp_path / "r", {"lr": 0.1, "epochs": 5})
     with pytest.raises(L2LError, match="configuration differs"):
