@@ -42,6 +42,13 @@ def _sub(subparsers: argparse._SubParsersAction, name: str, help_: str, handler:
     return parser
 
 
+def _mode(subparsers: argparse._SubParsersAction, name: str, help_: str,
+          description: str) -> argparse._SubParsersAction:
+    """Add the mode ``l2l <name>`` and return the action its commands are added to."""
+    mode = subparsers.add_parser(name, help=help_, description=description, formatter_class=_Formatter)
+    return mode.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+
 def _add_run_options(parser: argparse.ArgumentParser, default_name: str | None = None) -> None:
     parser.add_argument("--name", default=default_name,
                         help="run name: results go to RUNS_DIR/<mode>/<name>/ (refused if it exists)")
@@ -142,10 +149,9 @@ def _vision_eval(args: argparse.Namespace) -> None:
 def _add_vision(subparsers: argparse._SubParsersAction) -> None:
     from l2l_gail.vision.train import VisionConfig
 
-    vision = subparsers.add_parser("vision", help="adversarial training of image classifiers",
-                                   description="Adversarial training with a learned attacker "
-                                   "(Jiang et al., arXiv 1811.01213) and its baselines.")
-    sub = vision.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = _mode(subparsers, "vision", "adversarial training of image classifiers",
+                "Adversarial training with a learned attacker "
+                "(Jiang et al., arXiv 1811.01213) and its baselines.")
     train = _sub(sub, "train", "train a classifier with one method", _vision_train,
                  "Train a classifier. Methods: standard, fgsm-rs (Wong et al. 2020), pgd (Madry et "
                  "al. 2018), trades (Zhang et al. 2019), l2l-naive, l2l-grad, l2l-2step, l2l-kstep "
@@ -236,10 +242,9 @@ def _expert_show(args: argparse.Namespace) -> int:
 
 
 def _add_expert(subparsers: argparse._SubParsersAction) -> None:
-    expert = subparsers.add_parser("expert", help="train experts and manage demonstrations",
-                                   description="Train MuJoCo experts with stable-baselines3, roll "
-                                   "them out into demonstrations, and list the shipped ones.")
-    sub = expert.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = _mode(subparsers, "expert", "train experts and manage demonstrations",
+                "Train MuJoCo experts with stable-baselines3, roll "
+                "them out into demonstrations, and list the shipped ones.")
     train = _sub(sub, "train", "train a task's expert (algorithm and budget from envs/<task>.yaml)",
                  _expert_train)
     train.add_argument("--task", required=True, help="task name (a file envs/<task>.yaml)")
@@ -326,10 +331,9 @@ def _gail_compare(args: argparse.Namespace) -> None:
 def _add_gail(subparsers: argparse._SubParsersAction) -> None:
     from l2l_gail.gail.train import L2L_TARGETS, METHODS, GAILConfig
 
-    gail = subparsers.add_parser("gail", help="GAIL with learned discriminator / policy updates",
-                                 description="GAIL (Ho & Ermon 2016) with an Adam, gradient-penalty "
-                                 "or learned (L2L) discriminator update, and stability comparisons.")
-    sub = gail.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = _mode(subparsers, "gail", "GAIL with learned discriminator / policy updates",
+                "GAIL (Ho & Ermon 2016) with an Adam, gradient-penalty "
+                "or learned (L2L) discriminator update, and stability comparisons.")
     train = _sub(sub, "train", "train one method on one task for several seeds", _gail_train,
                  "Train GAIL with a PPO generator on a task's shipped demonstrations. Methods: gail "
                  "(Adam discriminator), gail-gp (+ gradient penalty, Gulrajani et al. 2017 / Kostrikov "
@@ -403,11 +407,10 @@ def _add_meta(subparsers: argparse._SubParsersAction) -> None:
     from l2l_gail.meta.apply import ApplyConfig
     from l2l_gail.meta.train import MetaConfig
 
-    meta = subparsers.add_parser("meta", help="meta-learned robust optimizer (2008.05247)",
-                                 description="An LSTM optimizer meta-trained on adversarial examples "
-                                 "(Serban et al., arXiv 2008.05247), then used to train new models on "
-                                 "clean data only.")
-    sub = meta.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = _mode(subparsers, "meta", "meta-learned robust optimizer (2008.05247)",
+                "An LSTM optimizer meta-trained on adversarial examples "
+                "(Serban et al., arXiv 2008.05247), then used to train new models on "
+                "clean data only.")
     train = _sub(sub, "train", "meta-train the learned optimizer on adversarial batches", _meta_train,
                  "Meta-train the coordinatewise LSTM optimizer: fresh optimizees, adversarial (FGSM or "
                  "PGD) batches, truncated BPTT. Writes RUNS_DIR/meta/<name>/ with optimizer.pt.")
