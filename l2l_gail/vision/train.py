@@ -114,17 +114,23 @@ class VisionConfig:
 
 
 def load_data(config: VisionConfig) -> ImageData:
+    """The run's data set, its training set cut to ``train_subset`` (the test set is whole)."""
     data = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None,
                         download=config.download, synthetic_shape=config.parsed_synthetic_shape())
     return data.subset(config.train_subset, None, seed=config.seed)
 
 
+def classifier_for(config: VisionConfig, data: ImageData, device: torch.device | str) -> torch.nn.Module:
+    """The classifier ``config`` describes, shaped for ``data``."""
+    c, h, _ = data.shape
+    return build_model(config.model, c, data.num_classes, width=config.width, depth=config.depth,
+                       image_size=h).to(device)
+
+
 def build(config: VisionConfig, data: ImageData, device: torch.device) -> tuple[Any, ...]:
     """Model, classifier optimizer, schedule and method for ``config``."""
     torch.manual_seed(config.seed)
-    c, h, _ = data.shape
-    model = build_model(config.model, c, data.num_classes, width=config.width, depth=config.depth,
-                        image_size=h).to(device)
+    model = classifier_for(config, data, device)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
     if config.lr_schedule == "piecewise":
@@ -133,7 +139,7 @@ def build(config: VisionConfig, data: ImageData, device: torch.device) -> tuple[
         milestones = []
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
     method = build_method(
-        config.method, eps=config.resolved_eps(), channels=c, pgd_steps=config.pgd_steps,
+        config.method, eps=config.resolved_eps(), channels=data.shape[0], pgd_steps=config.pgd_steps,
         pgd_step_size=config.pgd_step_size, trades_beta=config.trades_beta,
         attacker_steps=config.attacker_steps, attacker_width=config.attacker_width,
         attacker_lr=config.attacker_lr, attacker_weight_decay=config.attacker_weight_decay, device=device)
@@ -270,11 +276,8 @@ def load_classifier(path: Path, device: torch.device | str = "cpu",
     config = VisionConfig(**{k: v for k, v in blob["config"].items() if k in known})
     if data_dir is not None:
         config.data_dir = data_dir
-    data = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None,
-                        synthetic_shape=config.parsed_synthetic_shape())
-    c, h, _ = data.shape
-    model = build_model(config.model, c, data.num_classes, width=config.width, depth=config.depth,
-                        image_size=h).to(device)
+    data = load_data(config)
+    model = classifier_for(config, data, device)
     try:
         model.load_state_dict(blob["model"])
     except RuntimeError as exc:
