@@ -78,7 +78,7 @@ class ExpertCallback(BaseCallback):
             return True
         mean, std = evaluate(self.model, self.eval_env, int(self.task.expert["eval_episodes"]))
         self.history.append({"timesteps": self.num_timesteps, "mean_return": mean, "std_return": std,
-                             "wall_seconds": time.time()})
+                             "unix_time": time.time()})
         self.logger.record("eval/mean_return", mean)
         self.logger.record("eval/std_return", std)
         if mean > self.best:
