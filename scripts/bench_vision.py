@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from l2l_gail.core.attacker import WideAttacker
 from l2l_gail.runs import RunDir, atomic_write_text, write_json
@@ -36,11 +37,30 @@ from l2l_gail.vision.train import VisionConfig, load_classifier, train
 METHODS = ["standard", "fgsm-rs", "pgd-10", "trades", "l2l-naive", "l2l-grad", "l2l-2step", "l2l-3step"]
 
 
+class FlopCount(TorchDispatchMode):
+    """Sums the FLOPs of every matmul/convolution run inside it, forward and backward, with the
+    per-op formulas of ``torch.utils.flop_counter``. (``FlopCounterMode`` itself also tracks
+    modules through hooks that ``torch.autograd.grad`` w.r.t. an input tensor rejects, which every
+    gradient-based attack does.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            self.total += count(*args, **kwargs, out_val=out)
+        return out
+
+
 def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
     model.eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    with FlopCount() as counter, torch.no_grad():
         model(x)
-    return counter.get_total_flops()
+    return counter.total
 
 
 def attacker_width_for(ratio: float, classifier_flops: int, channels: int, size: int) -> tuple[float, float]:
@@ -97,12 +117,14 @@ def run_one(method: str, seed: int, args: argparse.Namespace, attacker_width: fl
 
 
 def interleaved_step_seconds(methods: list[str], args: argparse.Namespace, attacker_width: float,
-                             rounds: int = 7, steps: int = 5) -> dict[str, float]:
-    """Median seconds per training step (batch 128) of each method, timed round-robin.
+                             rounds: int = 7, steps: int = 5) -> tuple[dict[str, float], dict[str, int]]:
+    """Median seconds per training step (batch 128) of each method, timed round-robin, and the
+    FLOPs of one such step (forward and backward passes, counted by ``torch.utils.flop_counter``).
 
     The epoch times of the training runs depend on whatever else the shared machine ran while
     each method trained; timing a few steps of every method in turn, several rounds, and taking
     medians exposes all methods to the same load -- the side-by-side ratio the issue asks for.
+    The FLOP counts give the ratio that a perfectly efficient implementation would reach.
     """
     from l2l_gail.vision.train import build, load_data
 
@@ -121,16 +143,19 @@ def interleaved_step_seconds(methods: list[str], args: argparse.Namespace, attac
         opt.step()
         method.after_step(model, x, y)
 
+    flops: dict[str, int] = {}
+    for m in methods:  # warm-up, counting the step's FLOPs
+        with FlopCount() as counter:
+            step(m)
+        flops[m] = counter.total
     times: dict[str, list[float]] = {m: [] for m in methods}
-    for m in methods:  # warm-up
-        step(m)
     for _ in range(rounds):
         for m in methods:
             t0 = time.perf_counter()
             for _ in range(steps):
                 step(m)
             times[m].append((time.perf_counter() - t0) / steps)
-    return {m: statistics.median(v) for m, v in times.items()}
+    return {m: statistics.median(v) for m, v in times.items()}, flops
 
 
 def summarise(method: str, runs: list[dict]) -> dict:
@@ -151,16 +176,21 @@ def markdown(result: dict) -> str:
     out = _accuracy_table(result) if result.get("methods") else ""
     timing = result.get("step_timing")
     if timing:
-        sec = timing["seconds_per_step_median"]
-        base = sec.get("pgd-10")
+        sec, flops = timing["seconds_per_step_median"], timing.get("gflops_per_step", {})
         out += ("\nTraining step time, every method timed round-robin in one process (median of "
                 f"{timing['rounds']} rounds x {timing['steps_per_round']} steps, "
-                f"batch {timing['batch_size']}, {timing['torch_threads']} thread):\n\n"
-                "| method | s / step | vs pgd-10 |\n|---|---|---|\n")
+                f"batch {timing['batch_size']}, {timing['torch_threads']} thread), and the FLOPs of "
+                "one step (forward + backward, `torch.utils.flop_counter`):\n\n"
+                "| method | s / step | time vs pgd-10 | GFLOPs / step | FLOPs vs pgd-10 |\n"
+                "|---|---|---|---|---|\n")
+
+        def ratio(table: dict, name: str) -> str:
+            return f"{table[name] / table['pgd-10']:.2f}x" if name in table and "pgd-10" in table else "-"
+
         for name in METHODS:
             if name in sec:
-                ratio = f"{sec[name] / base:.2f}x" if base else "-"
-                out += f"| {name} | {sec[name]:.3f} | {ratio} |\n"
+                gf = f"{flops[name]:.1f}" if name in flops else "-"
+                out += f"| {name} | {sec[name]:.3f} | {ratio(sec, name)} | {gf} | {ratio(flops, name)} |\n"
     return out
 
 
@@ -219,11 +249,12 @@ def main() -> int:
     print(f"classifier {cls_flops / 1e6:.1f} MFLOPs/image; "
           f"attacker width {att_width:.4f} -> ratio {ratio:.3f}")
     if args.timing_only:
-        step_s = interleaved_step_seconds(methods, args, att_width)
+        step_s, step_flops = interleaved_step_seconds(methods, args, att_width)
         result = {"step_timing": {"batch_size": 128, "rounds": 7, "steps_per_round": 5,
                                   "model": f"preact-resnet18 (width {args.width})",
                                   "attacker_width": att_width, "attacker_to_classifier_flops": ratio,
-                                  "torch_threads": args.threads, "seconds_per_step_median": step_s}}
+                                  "torch_threads": args.threads, "seconds_per_step_median": step_s,
+                                  "gflops_per_step": {m: f / 1e9 for m, f in step_flops.items()}}}
         out = args.output.with_name(args.output.stem + "-step-timing.json")
         write_json(out, result)
         atomic_write_text(out.with_suffix(".md"), markdown(result))
