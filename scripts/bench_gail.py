@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=",".join(TASKS),
                         help="comma-separated tasks; those without shipped demonstrations are skipped")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated methods (empty: only the --variant runs)")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
                         help="an extra configuration run beside the methods, named LABEL, e.g. "
                              "'l2l-maxstep1:method=l2l-gail,l2l_max_step=1' (GAILConfig fields; repeatable)")
@@ -80,7 +81,9 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
-    methods = args.methods.split(",")
+    methods = [m for m in args.methods.split(",") if m]
+    if not methods and not args.variant:
+        raise L2LError("nothing to run: give --methods or at least one --variant")
     shipped = demos.read_manifest()["tasks"]
     tasks = [t for t in args.tasks.split(",") if t in shipped]
     for task in sorted(set(args.tasks.split(",")) - set(tasks)):
