@@ -88,7 +88,8 @@ def method_config(method: str, args: argparse.Namespace, seed: int, attacker_wid
                         eps=args.eps, attacker_width=attacker_width, seed=seed, **extra)
 
 
-def run_one(method: str, seed: int, args: argparse.Namespace, attacker_width: float) -> dict:
+def run_one(method: str, seed: int, args: argparse.Namespace, attacker_width: float) -> None:
+    """Train (or resume) and evaluate one method and seed; finished parts are skipped."""
     config = method_config(method, args, seed, attacker_width)
     path = args.runs_dir / f"{method}" / f"seed{seed}"
     resume = (path / "config.yaml").is_file()
@@ -98,7 +99,6 @@ def run_one(method: str, seed: int, args: argparse.Namespace, attacker_width: fl
         run = RunDir(path, dataclasses.asdict(config), resume=resume, resume_ignore=later)
         print(f"[{time.strftime('%H:%M:%S')}] train {method} seed {seed} -> {path}", flush=True)
         train(config, run, resume=resume, progress=args.progress)
-    metrics = json.loads((path / "metrics.json").read_text())
     eval_path = path / "bench_eval.json"
     if not eval_path.is_file():
         print(f"[{time.strftime('%H:%M:%S')}] evaluate {method} seed {seed}", flush=True)
@@ -112,8 +112,16 @@ def run_one(method: str, seed: int, args: argparse.Namespace, attacker_width: fl
         aa = evaluate(model, x[:n_aa], y[:n_aa], [PGD(eps, 20, args.pgd_step, restarts=args.restarts),
                                                   AutoAttack(eps, args.aa_version, seed)])
         write_json(eval_path, {"main": main, "aa_subset": aa})
-    ev = json.loads(eval_path.read_text())
-    return {"epoch_seconds_median": metrics["epoch_seconds_median"], **ev}
+
+
+def finished_run(method: str, seed: int, args: argparse.Namespace) -> dict | None:
+    """A trained and evaluated run's numbers, or None if it is not finished."""
+    path = args.runs_dir / f"{method}" / f"seed{seed}"
+    if not (path / "bench_eval.json").is_file():
+        return None
+    metrics = json.loads((path / "metrics.json").read_text())
+    return {"seed": seed, "epoch_seconds_median": metrics["epoch_seconds_median"],
+            **json.loads((path / "bench_eval.json").read_text())}
 
 
 def interleaved_step_seconds(methods: list[str], args: argparse.Namespace, attacker_width: float,
@@ -168,7 +176,7 @@ def summarise(method: str, runs: list[dict]) -> dict:
         "cw_acc": mean("cw_acc"), "autoattack_acc": mean("autoattack_acc", "aa_subset"),
         "pgd20_acc_on_autoattack_subset": mean("pgd20_acc", "aa_subset"),
         "pgd20_acc_std": statistics.pstdev(r["main"]["pgd20_acc"] for r in runs),
-        "seeds": len(runs),
+        "seeds": len(runs), "seed_list": [r["seed"] for r in runs],
     }
 
 
@@ -260,10 +268,13 @@ def main() -> int:
         atomic_write_text(out.with_suffix(".md"), markdown(result))
         print(markdown(result))
         return 0
-    per_method: dict[str, list[dict]] = {m: [] for m in methods}
-    for seed in (int(s) for s in args.seeds.split(",")):
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for seed in seeds:
         for method in methods:
-            per_method[method].append(run_one(method, seed, args, att_width))
+            run_one(method, seed, args, att_width)
+            # the table holds every finished run of these seeds, including methods not asked for
+            # this time, so that adding seeds to a few methods never drops the others
+            done = {m: [r for s in seeds if (r := finished_run(m, s, args))] for m in METHODS}
             result = {
                 "dataset": "fashion-mnist", "eps": args.eps, "train_size": args.train_size,
                 "epochs": args.epochs, "model": f"preact-resnet18 (width {args.width})",
@@ -271,7 +282,7 @@ def main() -> int:
                 "attacker_to_classifier_flops": ratio, "eval_n": args.eval_n, "autoattack_n": args.aa_n,
                 "autoattack_version": args.aa_version, "pgd_restarts": args.restarts,
                 "torch_threads": args.threads,
-                "methods": {m: summarise(m, per_method[m]) for m in METHODS if per_method.get(m)},
+                "methods": {m: summarise(m, runs) for m, runs in done.items() if runs},
             }
 
             write_json(args.output, result)
