@@ -12,12 +12,21 @@ the methods' speeds are compared on the same machine and session mix.
 
     nohup .venv/bin/python scripts/bench_gail.py > bench_gail.log 2>&1 &
     .venv/bin/python scripts/bench_gail.py --tasks inverted-pendulum --seeds 0,1 --timesteps 4096  # smoke
+
+The runs' own env steps/s depend on what else the shared machine ran during each run.
+``--throughput`` instead trains every configuration round-robin in one process (a few rounds
+each, several repeats) and writes ``<task>-throughput.{json,md}`` with medians and ratios to
+``gail``: the side-by-side speed comparison.
+
+    .venv/bin/python scripts/bench_gail.py --tasks hopper --throughput
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import tempfile
 import typing
 from pathlib import Path
 from typing import Any
@@ -26,8 +35,8 @@ from l2l_gail.errors import L2LError
 from l2l_gail.gail import demos
 from l2l_gail.gail.compare import RESULTS_DIR, compare, output_paths
 from l2l_gail.gail.expert import set_threads
-from l2l_gail.gail.train import GAILConfig, prepare, train_seeds
-from l2l_gail.runs import DEFAULT_ROOT
+from l2l_gail.gail.train import GAILConfig, Prepared, build, prepare, start_segment, train_round, train_seeds
+from l2l_gail.runs import DEFAULT_ROOT, atomic_write_text, write_json
 
 TASKS = ("hopper", "walker2d", "halfcheetah")
 METHODS = ("gail", "gail-gp", "l2l-gail")
@@ -50,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="overwrite existing results")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--throughput", action="store_true",
+                        help="only measure env steps/s of every configuration round-robin (seed: the first "
+                             "of --seeds) and write <task>-throughput.{json,md}")
+    parser.add_argument("--repeats", type=int, default=5, help="--throughput: round-robin repeats (median)")
+    parser.add_argument("--rounds", type=int, default=8, help="--throughput: GAIL rounds per measurement")
     args = parser.parse_args(argv)
     try:
         return run(args)
@@ -66,7 +80,7 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     for item in filter(None, body.split(",")):
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in hints or key in ("task", "label", "ppo"):
+        if not sep or key not in hints or key in ("task", "label", "ppo", "seed"):
             raise L2LError(f"bad --variant item {item!r} in {spec!r}: use KEY=VALUE with a GAILConfig "
                            "field such as method, l2l_max_step, l2l_meta_lr, l2l_objective, gp_coef")
         kind = next((t for t in typing.get_args(hints[key]) if t is not type(None)), hints[key])
@@ -95,16 +109,24 @@ def run(args: argparse.Namespace) -> int:
     plans = []
     for task in tasks:
         output = args.output_dir / f"{task}.json"
-        existing = [p for p in output_paths(output) if p.exists()]
+        targets = [output.with_name(f"{task}-throughput.{ext}") for ext in ("json", "md")] \
+            if args.throughput else output_paths(output)
+        existing = [p for p in targets if p.exists()]
         if existing and not args.force:
             raise L2LError(f"{existing[0]} exists: pass --force to overwrite the {task} results")
         prepared = {m: prepare(GAILConfig(task=task, method=m, timesteps=args.timesteps,
-                                          eval_every=args.eval_every)) for m in methods}
+                                          eval_every=args.eval_every, seed=seeds[0])) for m in methods}
         for spec in args.variant:
             label, fields = parse_variant(spec)
             prepared[label] = prepare(GAILConfig(task=task, timesteps=args.timesteps,
-                                                 eval_every=args.eval_every, label=label, **fields))
+                                                 eval_every=args.eval_every, seed=seeds[0], label=label,
+                                                 **fields))
         plans.append((task, output, prepared))
+    if args.throughput:
+        for task, output, prepared in plans:
+            write_throughput(output.with_name(f"{task}-throughput.json"), task,
+                             throughput(prepared, args.repeats, args.rounds))
+        return 0
     for task, output, prepared in plans:
         experiment = f"bench-{task}"
         for seed in seeds:
@@ -115,6 +137,45 @@ def run(args: argparse.Namespace) -> int:
         print(out.markdown.read_text(), end="")
         print(f"results: {out.json}\ntable:   {out.markdown}\nplot:    {out.plot}")
     return 0
+
+
+def throughput(prepared: dict[str, Prepared], repeats: int, rounds: int) -> dict[str, list[float]]:
+    """Env steps/s of each configuration, ``repeats`` measurements of ``rounds`` GAIL rounds each.
+
+    All trainers live in one process and take turns, so every configuration sees the same
+    machine load; one warm-up round each goes first.
+    """
+    rates: dict[str, list[float]] = {label: [] for label in prepared}
+    with tempfile.TemporaryDirectory(prefix="l2l-throughput-") as log_dir:
+        trainers = {label: build(p, Path(log_dir) / label) for label, p in prepared.items()}
+        for label, trainer in trainers.items():
+            start_segment(trainer, prepared[label].config.seed, 0)
+            train_round(trainer)
+        for repeat in range(repeats):
+            for label, trainer in trainers.items():
+                seconds = sum(train_round(trainer) for _ in range(rounds))
+                rates[label].append(rounds * trainer.gen_train_timesteps / seconds)
+            print(f"repeat {repeat + 1}/{repeats}: " + ", ".join(
+                f"{label} {r[-1]:.0f}" for label, r in rates.items()) + " env steps/s", flush=True)
+    return rates
+
+
+def write_throughput(output: Path, task: str, rates: dict[str, list[float]]) -> None:
+    """``<task>-throughput.json`` (every measurement, medians, ratios to gail) and its table."""
+    median = {label: statistics.median(r) for label, r in rates.items()}
+    base = median.get("gail")
+    ratio = {label: (m / base if base else None) for label, m in median.items()}
+    write_json(output, {"task": task, "repeats": len(next(iter(rates.values()))),
+                        "env_steps_per_second": rates, "median": median, "ratio_to_gail": ratio})
+    lines = [f"Task `{task}`: env steps/s, every configuration trained round-robin in one process "
+             f"(median of {len(next(iter(rates.values())))} repeats).", "",
+             "| method | env steps/s (median) | vs gail | all repeats |", "|---|---:|---:|---|"]
+    for label, m in median.items():
+        vs = f"{ratio[label]:.2f}x" if ratio[label] is not None else "-"
+        lines.append(f"| {label} | {m:.0f} | {vs} | {', '.join(f'{r:.0f}' for r in rates[label])} |")
+    atomic_write_text(output.with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"results: {output}\ntable:   {output.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

@@ -41,3 +41,22 @@ def test_tiny_benchmark_with_variant_then_rerun_skips(tmp_path, capsys):
     assert "finished, skipped" in capsys.readouterr().out
     with pytest.raises(L2LError, match="--label"):
         bench.prepare(bench.GAILConfig(task="inverted-pendulum", method="gail", label="bad/label"))
+
+
+def test_throughput_round_robin_writes_medians_and_ratios(tmp_path, capsys):
+    args = ["--tasks", "inverted-pendulum", "--methods", "gail,l2l-gail", "--throughput", "--repeats", "2",
+            "--rounds", "1", "--output-dir", str(tmp_path), "--no-progress"]
+    assert bench.main(args) == 0
+    result = json.loads((tmp_path / "inverted-pendulum-throughput.json").read_text())
+    assert set(result["median"]) == {"gail", "l2l-gail"}
+    assert all(len(r) == 2 and min(r) > 0 for r in result["env_steps_per_second"].values())
+    assert result["ratio_to_gail"]["gail"] == 1.0
+    assert "| l2l-gail |" in (tmp_path / "inverted-pendulum-throughput.md").read_text()
+    assert not (tmp_path / "inverted-pendulum.json").exists()  # no training runs, no comparison
+    assert bench.main(args) == 2  # refused without --force
+    assert "exists" in capsys.readouterr().err
+
+
+def test_nothing_to_run_is_an_error(capsys):
+    assert bench.main(["--tasks", "inverted-pendulum", "--methods", ""]) == 2
+    assert "nothing to run" in capsys.readouterr().err

@@ -391,6 +391,18 @@ def _eval_due(done_before: int, done_after: int, every: int, last: bool) -> bool
     return last or done_after // every > done_before // every
 
 
+def train_round(trainer: GAILTrainer) -> float:
+    """One GAIL round (Ho & Ermon 2016, as ``imitation`` schedules it): a PPO rollout and update
+    on the discriminator's reward, then ``n_disc_updates_per_round`` discriminator steps.
+    Returns its wall-clock seconds (the env steps/s of every run and benchmark come from these)."""
+    started = time.perf_counter()
+    trainer.train_gen()
+    with networks.training(trainer.reward_train):
+        for _ in range(trainer.n_disc_updates_per_round):
+            trainer.train_disc()
+    return time.perf_counter() - started
+
+
 def train(prepared: Prepared, run: RunDir, *, resume: bool = False, progress: bool = True,
           on_checkpoint: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train (or resume) one GAIL run; returns and writes its metrics.
@@ -421,12 +433,7 @@ def train(prepared: Prepared, run: RunDir, *, resume: bool = False, progress: bo
         try:
             start_segment(trainer, config.seed, len(history))
             for r in range(first_round, n_rounds):
-                started = time.perf_counter()
-                trainer.train_gen()
-                with networks.training(trainer.reward_train):
-                    for _ in range(trainer.n_disc_updates_per_round):
-                        trainer.train_disc()
-                seconds = time.perf_counter() - started
+                seconds = train_round(trainer)
                 train_seconds += seconds
                 step = trainer.gen_algo.num_timesteps
                 scalars = round_scalars(trainer)
