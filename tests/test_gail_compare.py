@@ -131,3 +131,26 @@ def test_compare_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "mixes tasks" in capsys.readouterr().err
     assert main(["gail", "compare", str(tmp_path), "--output", str(tmp_path / "x.txt")]) == 2
     assert "must end in .json" in capsys.readouterr().err
+
+
+def test_discriminator_diagnostics_average_the_last_fifth_of_rounds(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    root = tmp_path / "bench"
+    for seed, offset in ((0, 0.0), (1, 1.0), (2, 2.0)):
+        run = fake_run(root, "l2l-gail", seed, [0.5, 0.6])
+        writer = SummaryWriter(str(run / "tb"))
+        for step in range(10):  # last 20% of 10 rounds: steps 8 and 9
+            writer.add_scalar("disc/logit_gen", -float(step) - offset, step)
+            writer.add_scalar("disc/disc_acc_gen", 0.5 if step < 8 else 1.0, step)
+        writer.close()
+    fake_run(root, "gail", 0, [0.5, 0.6])  # no TensorBoard events: no diagnostics, no error
+    output = tmp_path / "r.json"
+    summary = compare(root, output).summary
+    l2l = summary["methods"]["l2l-gail"]
+    assert l2l["runs"]["seed2"]["discriminator"]["logit_gen"] == pytest.approx(-10.5)
+    assert l2l["discriminator_median"] == pytest.approx({"logit_gen": -9.5, "acc_gen": 1.0})
+    assert summary["methods"]["gail"]["discriminator_median"] == {}
+    table = output.with_suffix(".md").read_text()
+    assert "| l2l-gail | - | 1.000 | - | -9.500 | - | - |" in table
+    assert "| gail | - | - | - | - | - | - |" in table

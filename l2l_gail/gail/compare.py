@@ -12,15 +12,20 @@ Per method, across seeds: the interquartile mean (IQM) of ``final`` with a 95% p
 bootstrap interval over runs, as recommended by Agarwal et al., *Deep RL at the Edge of the
 Statistical Precipice* (NeurIPS 2021, arXiv 2108.13264) and implemented in ``rliable``; the
 std of ``final``, the number of collapsed runs, the median ``max_drawdown``, the mean ``auc``
-and the median environment steps per second. The IQM is ``rliable.metrics.aggregate_iqm``; the
-bootstrap is done here with numpy because ``rliable.library`` fails to import with the pinned
-``arch`` 7.2 and ``pandas`` 3.1 (it resamples runs with replacement exactly as rliable's
-``StratifiedBootstrap`` does for a single task).
+and the median environment steps per second. To see *what the discriminator does*, each run's
+TensorBoard scalars (expert and generator accuracy and logits, update norm, reward) are averaged
+over its last 20% of rounds, and the per-method medians form a second table.
+
+The IQM is ``rliable.metrics.aggregate_iqm``; the bootstrap is done here with numpy because
+``rliable.library`` fails to import with the pinned ``arch`` 7.2 and ``pandas`` 3.1 (it
+resamples runs with replacement exactly as rliable's ``StratifiedBootstrap`` does for a single
+task).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +45,11 @@ FINAL_FRACTION = 0.2
 COLLAPSE_RATIO = 0.5
 COLLAPSE_MIN_PEAK = 0.3
 BOOTSTRAP_REPS = 10_000
+DISCRIMINATOR_TAGS = {  # diagnostic name -> TensorBoard tag written by `l2l gail train`
+    "acc_expert": "disc/disc_acc_expert", "acc_gen": "disc/disc_acc_gen",
+    "logit_expert": "disc/logit_expert", "logit_gen": "disc/logit_gen",
+    "update_norm": "disc/update_norm", "reward_mean": "reward/mean",
+}
 
 
 def series_metrics(normalized: Sequence[float]) -> dict[str, Any]:
@@ -57,6 +67,32 @@ def series_metrics(normalized: Sequence[float]) -> dict[str, Any]:
         "collapsed": bool(final < COLLAPSE_RATIO * peak and peak >= COLLAPSE_MIN_PEAK),
         "auc": float(n.mean()),
     }
+
+
+def discriminator_diagnostics(run_dir: Path) -> dict[str, float]:
+    """Means over the last 20% of rounds of the run's discriminator scalars (``DISCRIMINATOR_TAGS``);
+    empty if the run has no TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = Path(run_dir) / "tb"
+    if not tb.is_dir():
+        return {}
+    events = EventAccumulator(str(tb), size_guidance={"scalars": 0})
+    tb_logger = logging.getLogger("tensorboard")
+    level = tb_logger.level
+    tb_logger.setLevel(logging.ERROR)  # resumed runs purge their events after the checkpoint: expected
+    try:
+        events.Reload()
+    finally:
+        tb_logger.setLevel(level)
+    present = set(events.Tags()["scalars"])
+    out = {}
+    for name, tag in DISCRIMINATOR_TAGS.items():
+        if tag in present:
+            values = [e.value for e in events.Scalars(tag)]
+            last = max(1, math.ceil(FINAL_FRACTION * len(values)))
+            out[name] = float(np.mean(values[-last:]))
+    return out
 
 
 def iqm(values: Sequence[float]) -> float:
@@ -144,7 +180,7 @@ def summarize(runs: dict[str, list[RunResult]]) -> dict[str, Any]:
     first = next(iter(runs.values()))[0]
     methods: dict[str, Any] = {}
     for method, results in runs.items():
-        per_run = [r.metrics for r in results]
+        per_run = [{**r.metrics, "discriminator": discriminator_diagnostics(r.path)} for r in results]
         finals = [m["final"] for m in per_run]
         low, high = bootstrap_ci(finals)
         methods[method] = {
@@ -155,6 +191,9 @@ def summarize(runs: dict[str, list[RunResult]]) -> dict[str, Any]:
             "max_drawdown_median": float(np.median([m["max_drawdown"] for m in per_run])),
             "auc_mean": float(np.mean([m["auc"] for m in per_run])),
             "env_steps_per_second_median": float(np.median([r.env_steps_per_second for r in results])),
+            "discriminator_median": {
+                name: float(np.median(v)) for name in DISCRIMINATOR_TAGS
+                if (v := [m["discriminator"][name] for m in per_run if name in m["discriminator"]])},
             "n_runs": len(results),
             "runs": {f"seed{r.seed}": m for r, m in zip(results, per_run, strict=True)},
         }
@@ -185,6 +224,15 @@ def markdown_table(summary: dict[str, Any]) -> str:
             f"| {s['final_std']:.3f} | {s['collapsed_runs']}/{s['n_runs']} "
             f"| {s['max_drawdown_median']:.3f} | {s['auc_mean']:.3f} "
             f"| {s['env_steps_per_second_median']:.0f} |")
+    if any(s.get("discriminator_median") for s in summary["methods"].values()):
+        lines += ["", "Discriminator over the last 20% of rounds (median over runs): accuracy and mean "
+                  "logit on expert and generator samples, update norm, generator reward.", "",
+                  "| method | acc expert | acc generator | logit expert | logit generator | update norm "
+                  "| reward mean |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for method, s in summary["methods"].items():
+            d = s.get("discriminator_median", {})
+            cells = [f"{d[k]:.3f}" if k in d else "-" for k in DISCRIMINATOR_TAGS]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
