@@ -257,7 +257,7 @@ def plot(runs: dict[str, list[RunResult]], path: Path, title: str) -> None:
         ax.fill_between(steps, np.percentile(resampled, 2.5, axis=0),
                         np.percentile(resampled, 97.5, axis=0), color=color, alpha=0.2, linewidth=0)
         ax.plot(steps, curves.mean(axis=0), color=color, linewidth=2,
-                label=f"{method} ({len(results)} seeds)")
+                label=f"{method} ({len(results)} seed{'s' if len(results) > 1 else ''})")
     ax.axhline(1.0, color="gray", linestyle="--", linewidth=0.8)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("normalised return")
