@@ -210,10 +210,15 @@ def _accuracy_table(result: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for name, m in result["methods"].items():
         lines.append(f"| {name} | {m['epoch_seconds_median']:.1f} | {100 * m['clean_acc']:.1f} | "
-                     f"{100 * m['fgsm_acc']:.1f} | {100 * m['pgd20_acc']:.1f} | {100 * m['cw_acc']:.1f} | "
+                     f"{100 * m['fgsm_acc']:.1f} | {_pm(m, 'pgd20_acc')} | {100 * m['cw_acc']:.1f} | "
                      f"{100 * m['autoattack_acc']:.1f} | {100 * m['pgd20_acc_on_autoattack_subset']:.1f} | "
                      f"{m['seeds']} |")
     return "\n".join(lines) + "\n"
+
+
+def _pm(m: dict, key: str) -> str:
+    """``mean +- std`` over seeds in percent, the mean alone for one seed."""
+    return f"{100 * m[key]:.1f}" + (f" +- {100 * m[key + '_std']:.1f}" if m["seeds"] > 1 else "")
 
 
 def main() -> int:
