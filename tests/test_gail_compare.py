@@ -154,3 +154,14 @@ def test_discriminator_diagnostics_average_the_last_fifth_of_rounds(tmp_path: Pa
     table = output.with_suffix(".md").read_text()
     assert "| l2l-gail | - | 1.000 | - | -9.500 | - | - |" in table
     assert "| gail | - | - | - | - | - | - |" in table
+
+
+def test_compare_a_subset_of_methods_in_the_given_order(experiment: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "sub.json"
+    assert main(["gail", "compare", str(experiment), "--output", str(output),
+                 "--methods", "l2l-gail,gail"]) == 0
+    assert list(json.loads(output.read_text())["methods"]) == ["l2l-gail", "gail"]
+    assert main(["gail", "compare", str(experiment), "--output", str(tmp_path / "x.json"),
+                 "--methods", "gail,nosuch"]) == 2
+    assert "no finished runs of nosuch" in capsys.readouterr().err

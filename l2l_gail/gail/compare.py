@@ -130,11 +130,18 @@ class RunResult:
         return series_metrics(self.normalized)
 
 
-def load_experiment(path: Path) -> tuple[dict[str, list[RunResult]], list[Path]]:
+def load_experiment(path: Path, methods: Sequence[str] | None = None,
+                    ) -> tuple[dict[str, list[RunResult]], list[Path]]:
     """Finished runs of ``<path>/<method>/seed<k>/`` by method, and the unfinished run dirs.
 
+    Args:
+        path: the experiment directory.
+        methods: only these methods (run labels), in this order; default: all, in
+            ``METHOD_ORDER`` and then alphabetical order.
+
     Raises:
-        L2LError: ``path`` is not a directory of runs, holds no finished run, or mixes tasks.
+        L2LError: ``path`` is not a directory of runs, holds no finished run, mixes tasks, or
+            lacks one of ``methods``.
     """
     path = Path(path)
     if not path.is_dir():
@@ -143,6 +150,8 @@ def load_experiment(path: Path) -> tuple[dict[str, list[RunResult]], list[Path]]
     unfinished: list[Path] = []
     for config_path in sorted(path.glob("*/seed*/config.yaml")):
         run_dir = config_path.parent
+        if methods is not None and run_dir.parent.name not in methods:
+            continue
         metrics_path = run_dir / "metrics.json"
         if not metrics_path.is_file():
             unfinished.append(run_dir)
@@ -168,7 +177,11 @@ def load_experiment(path: Path) -> tuple[dict[str, list[RunResult]], list[Path]]
     tasks = sorted({r.task for rs in runs.values() for r in rs})
     if len(tasks) > 1:
         raise L2LError(f"{path} mixes tasks ({', '.join(tasks)}): compare one task per experiment")
-    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    missing = [m for m in methods or () if m not in runs]
+    if missing:
+        raise L2LError(f"no finished runs of {', '.join(missing)} under {path} (methods there: "
+                       f"{', '.join(sorted(p.name for p in path.iterdir() if p.is_dir()))})")
+    order = {m: i for i, m in enumerate(methods or METHOD_ORDER)}
     ordered = dict(sorted(runs.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
     for results in ordered.values():
         results.sort(key=lambda r: r.seed)
@@ -288,7 +301,8 @@ def output_paths(output: Path) -> tuple[Path, Path, Path]:
     return output, output.with_suffix(".md"), output.with_suffix(".png")
 
 
-def compare(experiment: Path, output: Path | None = None, *, force: bool = False) -> CompareOutputs:
+def compare(experiment: Path, output: Path | None = None, *, force: bool = False,
+            methods: Sequence[str] | None = None) -> CompareOutputs:
     """Compare the finished runs of ``experiment`` and write JSON, markdown and PNG.
 
     Args:
@@ -296,10 +310,11 @@ def compare(experiment: Path, output: Path | None = None, *, force: bool = False
         output: the JSON path (default ``results/gail/<task>.json``); the table and plot are
             written beside it with the suffixes ``.md`` and ``.png``.
         force: overwrite existing outputs (refused otherwise, before anything is written).
+        methods: compare only these methods (run labels), in this order; default: all.
     """
     if output is not None:
         output_paths(output)  # a bad --output fails before the runs are read
-    runs, unfinished = load_experiment(experiment)
+    runs, unfinished = load_experiment(experiment, methods)
     task = next(iter(runs.values()))[0].task
     json_path, md_path, png_path = output_paths(output or RESULTS_DIR / f"{task}.json")
     existing = [p for p in (json_path, md_path, png_path) if p.exists()]
