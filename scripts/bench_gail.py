@@ -108,9 +108,8 @@ def run(args: argparse.Namespace) -> int:
     # Every configuration and output is checked before the first (long) run starts.
     plans = []
     for task in tasks:
-        output = args.output_dir / f"{task}.json"
-        targets = [output.with_name(f"{task}-throughput.{ext}") for ext in ("json", "md")] \
-            if args.throughput else output_paths(output)
+        output = args.output_dir / (f"{task}-throughput.json" if args.throughput else f"{task}.json")
+        targets = (output, output.with_suffix(".md")) if args.throughput else output_paths(output)
         existing = [p for p in targets if p.exists()]
         if existing and not args.force:
             raise L2LError(f"{existing[0]} exists: pass --force to overwrite the {task} results")
@@ -124,8 +123,7 @@ def run(args: argparse.Namespace) -> int:
         plans.append((task, output, prepared))
     if args.throughput:
         for task, output, prepared in plans:
-            write_throughput(output.with_name(f"{task}-throughput.json"), task,
-                             throughput(prepared, args.repeats, args.rounds))
+            write_throughput(output, task, throughput(prepared, args.repeats, args.rounds))
         return 0
     for task, output, prepared in plans:
         experiment = f"bench-{task}"
@@ -165,10 +163,11 @@ def write_throughput(output: Path, task: str, rates: dict[str, list[float]]) -> 
     median = {label: statistics.median(r) for label, r in rates.items()}
     base = median.get("gail")
     ratio = {label: (m / base if base else None) for label, m in median.items()}
-    write_json(output, {"task": task, "repeats": len(next(iter(rates.values()))),
+    repeats = len(next(iter(rates.values())))
+    write_json(output, {"task": task, "repeats": repeats,
                         "env_steps_per_second": rates, "median": median, "ratio_to_gail": ratio})
     lines = [f"Task `{task}`: env steps/s, every configuration trained round-robin in one process "
-             f"(median of {len(next(iter(rates.values())))} repeats).", "",
+             f"(median of {repeats} repeats).", "",
              "| method | env steps/s (median) | vs gail | all repeats |", "|---|---:|---:|---|"]
     for label, m in median.items():
         vs = f"{ratio[label]:.2f}x" if ratio[label] is not None else "-"

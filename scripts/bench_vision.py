@@ -35,6 +35,7 @@ from l2l_gail.vision.models import build_model
 from l2l_gail.vision.train import VisionConfig, load_classifier, train
 
 METHODS = ["standard", "fgsm-rs", "pgd-10", "trades", "l2l-naive", "l2l-grad", "l2l-2step", "l2l-3step"]
+TIMING = {"batch_size": 128, "rounds": 7, "steps_per_round": 5}  # --timing-only: round-robin settings
 
 
 class FlopCount(TorchDispatchMode):
@@ -88,10 +89,15 @@ def method_config(method: str, args: argparse.Namespace, seed: int, attacker_wid
                         eps=args.eps, attacker_width=attacker_width, seed=seed, **extra)
 
 
+def run_path(method: str, seed: int, args: argparse.Namespace) -> Path:
+    """The run directory of ``method`` and ``seed``."""
+    return args.runs_dir / method / f"seed{seed}"
+
+
 def run_one(method: str, seed: int, args: argparse.Namespace, attacker_width: float) -> None:
     """Train (or resume) and evaluate one method and seed; finished parts are skipped."""
     config = method_config(method, args, seed, attacker_width)
-    path = args.runs_dir / f"{method}" / f"seed{seed}"
+    path = run_path(method, seed, args)
     resume = (path / "config.yaml").is_file()
     if not (path / "metrics.json").is_file():
         # options added after the first benchmark runs started; their defaults match those runs
@@ -116,7 +122,7 @@ def run_one(method: str, seed: int, args: argparse.Namespace, attacker_width: fl
 
 def finished_run(method: str, seed: int, args: argparse.Namespace) -> dict | None:
     """A trained and evaluated run's numbers, or None if it is not finished."""
-    path = args.runs_dir / f"{method}" / f"seed{seed}"
+    path = run_path(method, seed, args)
     if not (path / "bench_eval.json").is_file():
         return None
     metrics = json.loads((path / "metrics.json").read_text())
@@ -125,8 +131,8 @@ def finished_run(method: str, seed: int, args: argparse.Namespace) -> dict | Non
 
 
 def interleaved_step_seconds(methods: list[str], args: argparse.Namespace, attacker_width: float,
-                             rounds: int = 7, steps: int = 5) -> tuple[dict[str, float], dict[str, int]]:
-    """Median seconds per training step (batch 128) of each method, timed round-robin, and the
+                             ) -> tuple[dict[str, float], dict[str, int]]:
+    """Median seconds per training step of each method, timed round-robin (``TIMING``), and the
     FLOPs of one such step (forward and backward passes, counted by ``torch.utils.flop_counter``).
 
     The epoch times of the training runs depend on whatever else the shared machine ran while
@@ -137,7 +143,8 @@ def interleaved_step_seconds(methods: list[str], args: argparse.Namespace, attac
     from l2l_gail.vision.train import build, load_data
 
     data = load_data(method_config(methods[0], args, 0, attacker_width))
-    x, y = next(batches(data.train_x, data.train_y, 128, generator=torch.Generator().manual_seed(0)))
+    x, y = next(batches(data.train_x, data.train_y, TIMING["batch_size"],
+                        generator=torch.Generator().manual_seed(0)))
     setups = {}
     for m in methods:
         model, opt, _, method = build(method_config(m, args, 0, attacker_width), data, torch.device("cpu"))
@@ -157,7 +164,8 @@ def interleaved_step_seconds(methods: list[str], args: argparse.Namespace, attac
             step(m)
         flops[m] = counter.total
     times: dict[str, list[float]] = {m: [] for m in methods}
-    for _ in range(rounds):
+    steps = TIMING["steps_per_round"]
+    for _ in range(TIMING["rounds"]):
         for m in methods:
             t0 = time.perf_counter()
             for _ in range(steps):
@@ -263,7 +271,7 @@ def main() -> int:
           f"attacker width {att_width:.4f} -> ratio {ratio:.3f}")
     if args.timing_only:
         step_s, step_flops = interleaved_step_seconds(methods, args, att_width)
-        result = {"step_timing": {"batch_size": 128, "rounds": 7, "steps_per_round": 5,
+        result = {"step_timing": {**TIMING,
                                   "model": f"preact-resnet18 (width {args.width})",
                                   "attacker_width": att_width, "attacker_to_classifier_flops": ratio,
                                   "torch_threads": args.threads, "seconds_per_step_median": step_s,

@@ -52,12 +52,17 @@ DISCRIMINATOR_TAGS = {  # diagnostic name -> TensorBoard tag written by `l2l gai
 }
 
 
+def final_window(n: int) -> int:
+    """How many of ``n`` trailing values form the "last 20%" (at least one)."""
+    return max(1, math.ceil(FINAL_FRACTION * n))
+
+
 def series_metrics(normalized: Sequence[float]) -> dict[str, Any]:
     """``final``, ``peak``, ``max_drawdown``, ``collapsed`` and ``auc`` of one run's series."""
     n = np.asarray(normalized, dtype=np.float64)
     if n.size == 0:
         raise ValueError("a run without evaluations has no stability metrics")
-    last = max(1, math.ceil(FINAL_FRACTION * n.size))
+    last = final_window(n.size)
     final = float(n[-last:].mean())
     peak = float(n.max())
     return {
@@ -90,7 +95,7 @@ def discriminator_diagnostics(run_dir: Path) -> dict[str, float]:
     for name, tag in DISCRIMINATOR_TAGS.items():
         if tag in present:
             values = [e.value for e in events.Scalars(tag)]
-            last = max(1, math.ceil(FINAL_FRACTION * len(values)))
+            last = final_window(len(values))
             out[name] = float(np.mean(values[-last:]))
     return out
 
