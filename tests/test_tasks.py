@@ -57,6 +57,7 @@ def test_unchanged_copy_validates(tmp_path: Path) -> None:
     (lambda d: d["gail"].pop("disc_lr"), ["missing key 'gail.disc_lr'"]),
     (lambda d: d["expert"].update(algo="ddpg"), ["'expert.algo'", "ddpg", "sac, td3, ppo"]),
     (lambda d: d.update(name="walker2d"), ["'name'", "walker2d"]),
+    (lambda d: d["expert"].update(checkpoint_every=0), ["'expert.checkpoint_every'", "positive"]),
     (lambda d: d.update(expert=[1, 2]), ["expert", "must be a mapping"]),
 ])
 def test_bad_spec_names_the_key(tmp_path: Path, edit: Any, fragments: list[str]) -> None:

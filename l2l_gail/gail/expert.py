@@ -61,21 +61,30 @@ def evaluate(model: BaseAlgorithm, env: Any, episodes: int) -> tuple[float, floa
 class ExpertCallback(BaseCallback):
     """Evaluate, checkpoint and stop early once the expert reaches its task's threshold.
 
-    Every ``eval_every`` steps it evaluates ``eval_episodes`` deterministic episodes, logs
-    ``eval/mean_return``, atomically saves the model (and replay buffer for off-policy
-    learners) for ``--resume``, keeps the best model, and stops training when the mean return
-    reaches ``threshold``.
+    Every ``expert.eval_every`` steps it evaluates ``eval_episodes`` deterministic episodes,
+    logs ``eval/mean_return``, keeps the best model, and stops training when the mean return
+    reaches ``threshold``. Every ``expert.checkpoint_every`` steps it atomically saves the model
+    (and the replay buffer of off-policy learners) with the evaluation history for ``--resume``;
+    the two cadences are separate because a replay-buffer checkpoint costs hundreds of MB.
     """
 
     def __init__(self, run: RunDir, task: TaskSpec, eval_env: Any, history: list[dict[str, float]]):
         super().__init__()
         self.run, self.task, self.eval_env, self.history = run, task, eval_env, history
-        self.every = int(task.expert["eval_every"])
+        self.eval_every = int(task.expert["eval_every"])
+        self.checkpoint_every = int(task.expert["checkpoint_every"])
         self.best = max((h["mean_return"] for h in history), default=-np.inf)
 
     def _on_step(self) -> bool:
-        if self.num_timesteps % self.every:
-            return True
+        keep_going = True
+        if self.num_timesteps % self.eval_every == 0:
+            keep_going = self._evaluate()
+        if self.num_timesteps % self.checkpoint_every == 0:
+            save_checkpoint(self.model, self.run, self.history)
+        return keep_going
+
+    def _evaluate(self) -> bool:
+        """Record one evaluation; False once the threshold is reached."""
         mean, std = evaluate(self.model, self.eval_env, int(self.task.expert["eval_episodes"]))
         self.history.append({"timesteps": self.num_timesteps, "mean_return": mean, "std_return": std,
                              "unix_time": time.time()})
@@ -84,7 +93,6 @@ class ExpertCallback(BaseCallback):
         if mean > self.best:
             self.best = mean
             save_model(self.model, self.run.checkpoints_dir / BEST_FILE)
-        save_checkpoint(self.model, self.run, self.history)
         return mean < float(self.task.expert["threshold"])
 
 

@@ -109,6 +109,9 @@ def load_task_file(path: Path) -> TaskSpec:
             f"{path}: key 'expert.algo' must be one of {', '.join(EXPERT_ALGOS)}, "
             f"got {data['expert']['algo']!r}"
         )
+    for key in ("timesteps", "eval_every", "eval_episodes", "checkpoint_every"):
+        if data["expert"][key] <= 0:
+            raise L2LError(f"{path}: key 'expert.{key}' must be positive, got {data['expert'][key]}")
     if data["name"] != path.stem:
         raise L2LError(f"{path}: key 'name' is {data['name']!r} but the file is named {path.stem!r}")
     return TaskSpec(
