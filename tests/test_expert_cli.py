@@ -102,11 +102,11 @@ def test_show_prints_the_table(runs_dir: Path, tmp_path: Path,
     capsys.readouterr()
     assert main(["expert", "show", "--data-dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["task", "episodes", "return", "(mean", "+-", "std)", "threshold",
+    assert lines[0].split() == ["task", "expert", "episodes", "return", "(mean", "+-", "std)", "threshold",
                                 "random", "verified"]
     row = next(line for line in lines if line.startswith(TASK)).split()
     mean_std = f"{entry['mean_return']:.1f} +- {entry['std_return']:.1f}".split()
-    assert row == [TASK, "2", *mean_std, "1000", "6.23", "yes"]
+    assert row == [TASK, "PPO", "1.024k", "2", *mean_std, "1000", "6.23", "yes"]
     hopper = next(line for line in lines if line.startswith("hopper"))
     assert hopper.endswith("not collected")
     # a damaged file turns the row to NO, prints the reason and fails the command

@@ -468,11 +468,13 @@ def known_tasks(data_dir: Path = EXPERT_DATA_DIR) -> list[str]:
 def status_table(data_dir: Path = EXPERT_DATA_DIR) -> tuple[str, list[DemoStatus]]:
     """The text table of ``l2l expert show`` and the verification results behind it.
 
-    One row per task with a spec file or a manifest entry: episodes, return mean +- std, the
-    expert threshold and random return of the task file, and whether the files verify.
+    One row per task with a spec file or a manifest entry: the expert (algorithm and training
+    steps), episodes, return mean +- std, the expert threshold and random return of the task
+    file, and whether the files verify.
     """
     statuses = {s.task: s for s in verify_all(data_dir)}
-    header = ("task", "episodes", "return (mean +- std)", "threshold", "random", "verified")
+    header = ("task", "expert", "episodes", "return (mean +- std)", "threshold", "random",
+              "verified")
     rows = [header]
     for task in known_tasks(data_dir):
         try:
@@ -482,13 +484,16 @@ def status_table(data_dir: Path = EXPERT_DATA_DIR) -> tuple[str, list[DemoStatus
             threshold = random = "?"
         status = statuses.get(task)
         if status is None:
-            rows.append((task, "-", "-", threshold, random, "not collected"))
+            rows.append((task, "-", "-", "-", threshold, random, "not collected"))
             continue
         entry = status.entry
         mean, std = entry.get("mean_return"), entry.get("std_return")
         numeric = all(isinstance(v, int | float) for v in (mean, std))
         ret = f"{mean:.1f} +- {std:.1f}" if numeric else "?"
-        rows.append((task, str(entry.get("episodes", "?")), ret, threshold, random,
+        steps = entry.get("expert_timesteps")
+        source = str(entry.get("expert_algo", "?")).upper() + (
+            f" {steps / 1000:g}k" if isinstance(steps, int) else "")
+        rows.append((task, source, str(entry.get("episodes", "?")), ret, threshold, random,
                      "yes" if status.ok else "NO"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
