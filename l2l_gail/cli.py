@@ -187,15 +187,18 @@ def _expert_train(args: argparse.Namespace) -> None:
     task = load_task(args.task)
     set_threads(args.threads)
     config = {"task": task.name, "env_id": task.env_id, "seed": args.seed, "expert": task.expert,
-              "timesteps": args.timesteps or task.expert["timesteps"]}
+              "timesteps": args.timesteps or task.expert["timesteps"],
+              "target_return": args.target_return}
     run = RunDir.for_mode("expert", args.name or task.name, config, root=args.runs_dir,
-                          resume=args.resume, resume_ignore=("timesteps",))
+                          resume=args.resume, resume_ignore=("timesteps", "target_return"))
     print(f"training {task.expert['algo'].upper()} expert for {task.env_id} in {run.path} "
           f"(tensorboard --logdir {run.tb_dir})")
-    metrics = train_expert(task, run, seed=args.seed, timesteps=args.timesteps, resume=args.resume,
+    metrics = train_expert(task, run, seed=args.seed, timesteps=args.timesteps,
+                           target_return=args.target_return, resume=args.resume,
                            progress=not args.no_progress)
     print(f"best mean return {metrics['best_mean_return']} at {metrics['best_timesteps']} steps "
-          f"(threshold {metrics['threshold']}); best policy: {metrics['best_model']}")
+          f"(threshold {metrics['threshold']}, stop at {metrics['target_return']}); "
+          f"best policy: {metrics['best_model']}")
 
 
 def _expert_random(args: argparse.Namespace) -> None:
@@ -251,6 +254,10 @@ def _add_expert(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--timesteps", type=int, default=None,
                        help="training budget in env steps "
                        "(default: the task file's expert.timesteps)")
+    train.add_argument("--target-return", type=float, default=None,
+                       help="stop once the evaluated mean return reaches this (default: the task "
+                       "file's expert.threshold); with --resume, a higher target continues a run "
+                       "that stopped at the threshold")
     train.add_argument("--threads", type=int, default=1, help="torch threads")
     _add_run_options(train)
     rnd = _sub(sub, "random", "measure a uniform random policy's return (for normalised scores)",

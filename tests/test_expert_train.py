@@ -73,7 +73,7 @@ def test_cadences_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert [h["timesteps"] for h in history(run)] == [256, 512, 768, 1024]
 
 
-def test_stops_at_the_threshold_and_resume_keeps_it(tmp_path: Path) -> None:
+def test_stops_at_the_threshold_and_a_higher_target_continues(tmp_path: Path) -> None:
     task = tiny_task(tmp_path, threshold=1.0)  # any balancing episode earns at least 1
     run = open_run(tmp_path, task)
     metrics = expert.train_expert(task, run, seed=0, progress=False)
@@ -81,3 +81,8 @@ def test_stops_at_the_threshold_and_resume_keeps_it(tmp_path: Path) -> None:
     again = expert.train_expert(task, open_run(tmp_path, task, resume=True), seed=0, resume=True,
                                 progress=False)
     assert again["timesteps"] == 256 and len(history(run)) == 1  # nothing more to train
+    # a higher target continues the stopped run (from its checkpoint, not from scratch)
+    further = expert.train_expert(task, open_run(tmp_path, task, resume=True), seed=0, resume=True,
+                                  timesteps=512, target_return=1e6, progress=False)
+    assert further["timesteps"] == 512 and further["target_return"] == 1e6
+    assert [h["timesteps"] for h in history(run)] == [256, 512]

@@ -63,14 +63,17 @@ class ExpertCallback(BaseCallback):
 
     Every ``expert.eval_every`` steps it evaluates ``eval_episodes`` deterministic episodes,
     logs ``eval/mean_return``, keeps the best model, and stops training when the mean return
-    reaches ``threshold``. Every ``expert.checkpoint_every`` steps it atomically saves the model
-    (and the replay buffer of off-policy learners) with the evaluation history for ``--resume``;
-    the two cadences are separate because a replay-buffer checkpoint costs hundreds of MB.
+    reaches ``stop_at`` (the task's threshold unless a stronger target is asked for). Every
+    ``expert.checkpoint_every`` steps it atomically saves the model (and the replay buffer of
+    off-policy learners) with the evaluation history for ``--resume``; the two cadences are
+    separate because a replay-buffer checkpoint costs hundreds of MB.
     """
 
-    def __init__(self, run: RunDir, task: TaskSpec, eval_env: Any, history: list[dict[str, float]]):
+    def __init__(self, run: RunDir, task: TaskSpec, eval_env: Any, history: list[dict[str, float]],
+                 stop_at: float):
         super().__init__()
         self.run, self.task, self.eval_env, self.history = run, task, eval_env, history
+        self.stop_at = stop_at
         self.eval_every = int(task.expert["eval_every"])
         self.checkpoint_every = int(task.expert["checkpoint_every"])
         self.best = max((h["mean_return"] for h in history), default=-np.inf)
@@ -84,7 +87,7 @@ class ExpertCallback(BaseCallback):
         return keep_going
 
     def _evaluate(self) -> bool:
-        """Record one evaluation; False once the threshold is reached."""
+        """Record one evaluation; False once the return reaches ``stop_at``."""
         mean, std = evaluate(self.model, self.eval_env, int(self.task.expert["eval_episodes"]))
         self.history.append({"timesteps": self.num_timesteps, "mean_return": mean, "std_return": std,
                              "unix_time": time.time()})
@@ -93,7 +96,7 @@ class ExpertCallback(BaseCallback):
         if mean > self.best:
             self.best = mean
             save_model(self.model, self.run.checkpoints_dir / BEST_FILE)
-        return mean < float(self.task.expert["threshold"])
+        return mean < self.stop_at
 
 
 def save_model(model: BaseAlgorithm, path: Path) -> None:
@@ -110,8 +113,15 @@ def save_checkpoint(model: BaseAlgorithm, run: RunDir, history: list[dict[str, f
 
 
 def train_expert(task: TaskSpec, run: RunDir, *, seed: int, timesteps: int | None = None,
-                 resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) the expert of ``task`` in ``run``; returns the final metrics."""
+                 target_return: float | None = None, resume: bool = False,
+                 progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the expert of ``task`` in ``run``; returns the final metrics.
+
+    Training stops at the first evaluation whose mean return reaches ``target_return`` (default:
+    the task's threshold). A 20-episode mean just above the threshold can still roll out 50
+    demonstration episodes below it, so a higher target, given on ``--resume``, continues a run
+    that already stopped.
+    """
     from stable_baselines3.common.monitor import Monitor
 
     env = Monitor(task.make_env())
@@ -129,13 +139,12 @@ def train_expert(task: TaskSpec, run: RunDir, *, seed: int, timesteps: int | Non
     else:
         model = build_expert(task, env, seed, run.tb_dir)
     done = model.num_timesteps
-    if history and history[-1]["mean_return"] >= float(task.expert["threshold"]):
-        remaining = 0
-    else:
-        remaining = max(total - done, 0)
+    stop_at = float(task.expert["threshold"] if target_return is None else target_return)
+    stopped = bool(history) and history[-1]["mean_return"] >= stop_at
+    remaining = 0 if stopped else max(total - done, 0)
     start = time.time()
     if remaining:
-        model.learn(remaining, callback=ExpertCallback(run, task, eval_env, history),
+        model.learn(remaining, callback=ExpertCallback(run, task, eval_env, history, stop_at),
                     reset_num_timesteps=not resume, tb_log_name="expert", progress_bar=progress)
         save_checkpoint(model, run, history)
     best_path = run.checkpoints_dir / BEST_FILE
@@ -143,6 +152,7 @@ def train_expert(task: TaskSpec, run: RunDir, *, seed: int, timesteps: int | Non
     metrics = {
         "task": task.name, "env_id": task.env_id, "algo": task.expert["algo"], "seed": seed,
         "timesteps": int(model.num_timesteps), "threshold": float(task.expert["threshold"]),
+        "target_return": stop_at,
         "best_mean_return": best["mean_return"] if best else None,
         "best_timesteps": best["timesteps"] if best else None,
         "reached_threshold": bool(best and best["mean_return"] >= float(task.expert["threshold"])),
