@@ -1,10 +1,9 @@
 #!/usr/bin/env python
 """Benchmark: gail, gail-gp and l2l-gail on the MuJoCo locomotion tasks, 5 seeds x 1M steps.
 
-For every task whose demonstrations are shipped (hopper, and walker2d / halfcheetah once their
-experts are collected), trains every method for every seed under
-``runs/gail/bench-<task>/<method>/seed<k>/``, interleaved by seed so that partial results
-already compare the methods, then writes ``results/gail/<task>.{json,md,png}`` with
+For every task whose demonstrations are shipped (hopper, walker2d, halfcheetah by default),
+trains every method for every seed under ``runs/gail/bench-<task>/<method>/seed<k>/``,
+interleaved by seed so that partial results already compare the methods, then writes ``results/gail/<task>.{json,md,png}`` with
 ``l2l gail compare``. Long (CPU days for all of it): run it in the background. Finished runs
 are skipped and unfinished ones resumed from their last checkpoint, so re-running the same
 command continues where it stopped; throughput (env steps/s) is measured within each run, so
