@@ -3,11 +3,12 @@
 
 For every task whose demonstrations are shipped (hopper, walker2d, halfcheetah by default),
 trains every method for every seed under ``runs/gail/bench-<task>/<method>/seed<k>/``,
-interleaved by seed so that partial results already compare the methods, then writes ``results/gail/<task>.{json,md,png}`` with
-``l2l gail compare``. Long (CPU days for all of it): run it in the background. Finished runs
-are skipped and unfinished ones resumed from their last checkpoint, so re-running the same
-command continues where it stopped; throughput (env steps/s) is measured within each run, so
-the methods' speeds are compared on the same machine and session mix.
+interleaved by seed so that partial results already compare the methods, then writes
+``results/gail/<task>.{json,md,png}`` with ``l2l gail compare``. Long (CPU days for all of
+it): run it in the background. Finished runs are skipped and unfinished ones resumed from
+their last checkpoint, so re-running the same command continues where it stopped; throughput
+(env steps/s) is measured within each run, so the methods' speeds are compared on the same
+machine and session mix.
 
     nohup .venv/bin/python scripts/bench_gail.py > bench_gail.log 2>&1 &
     .venv/bin/python scripts/bench_gail.py --tasks inverted-pendulum --seeds 0,1 --timesteps 4096  # smoke
