@@ -97,8 +97,7 @@ def markdown(result: dict[str, Any]) -> str:
              "| best eval | wall h | env steps/s |", "|---|---|---|---:|---|---:|---:|---:|---:|"]
     for name, t in result["tasks"].items():
         s, tr = t["shipped"], t["training"] or {}
-        expert = (f"{s['expert_algo'].upper()} {s['expert_timesteps'] / 1000:g}k"
-                  if "expert_algo" in s else "not shipped")
+        expert = demos.expert_label(s) if "expert_algo" in s else "not shipped"
         ret = f"{s['mean_return']:.1f} +- {s['std_return']:.1f}" if "mean_return" in s else "-"
         lines.append(f"| {name} | {expert} | {ret} | {t['threshold']:.0f} | {t['reference']} "
                      f"| {num(tr.get('steps_to_threshold'), ',')} | {num(tr.get('best_eval_return'), '.0f')} "

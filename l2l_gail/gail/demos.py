@@ -465,6 +465,13 @@ def known_tasks(data_dir: Path = EXPERT_DATA_DIR) -> list[str]:
     return sorted(set(task_names()) | set(read_manifest(data_dir)["tasks"]))
 
 
+def expert_label(entry: dict[str, Any]) -> str:
+    """``'TD3 200k'``: a manifest entry's expert algorithm and its training steps."""
+    steps = entry.get("expert_timesteps")
+    return str(entry.get("expert_algo", "?")).upper() + (
+        f" {steps / 1000:g}k" if isinstance(steps, int) else "")
+
+
 def status_table(data_dir: Path = EXPERT_DATA_DIR) -> tuple[str, list[DemoStatus]]:
     """The text table of ``l2l expert show`` and the verification results behind it.
 
@@ -490,10 +497,7 @@ def status_table(data_dir: Path = EXPERT_DATA_DIR) -> tuple[str, list[DemoStatus
         mean, std = entry.get("mean_return"), entry.get("std_return")
         numeric = all(isinstance(v, int | float) for v in (mean, std))
         ret = f"{mean:.1f} +- {std:.1f}" if numeric else "?"
-        steps = entry.get("expert_timesteps")
-        source = str(entry.get("expert_algo", "?")).upper() + (
-            f" {steps / 1000:g}k" if isinstance(steps, int) else "")
-        rows.append((task, source, str(entry.get("episodes", "?")), ret, threshold, random,
+        rows.append((task, expert_label(entry), str(entry.get("episodes", "?")), ret, threshold, random,
                      "yes" if status.ok else "NO"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
