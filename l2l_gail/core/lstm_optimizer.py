@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from l2l_gail.core.preprocess import preprocess_gradients
 from l2l_gail.errors import L2LError
-from l2l_gail.runs import atomic_write
+from l2l_gail.core.files import atomic_write
 
 Params = dict[str, Tensor]
 """Parameters by name, as ``torch.func.functional_call`` takes them."""
