@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from l2l_gail.core import LearnedOptimizer, LSTMOptimizer, LSTMOptimizerConfig
+from l2l_gail.core import LearnedOptimizer, LSTMRule, LSTMRuleConfig
 from l2l_gail.meta.apply import evaluate_model, fit, load_learned
 from l2l_gail.meta.optimizees import build_optimizee
 from l2l_gail.meta.report import WAYS, markdown_table, setting_entry
@@ -149,8 +149,10 @@ def step_costs(repeats: int = 20) -> dict[str, dict[str, float]]:
             model = build_optimizee(model_name, (1, 28, 28), 10, width)
             if way.startswith("learned"):
                 h, n = (20, 2) if way == "learned-2x20" else (10, 1)
-                learned = LSTMOptimizer(LSTMOptimizerConfig(hidden_size=h, num_layers=n))
-                opt: torch.optim.Optimizer = LearnedOptimizer(model.parameters(), learned=learned)
+                learned = LSTMRule(LSTMRuleConfig(hidden_size=h, num_layers=n))
+                # a fresh phi costs what a trained one does
+                opt: torch.optim.Optimizer = LearnedOptimizer(model.parameters(), learned=learned,
+                                                              allow_untrained=True)
             else:
                 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
             method = build_method("pgd" if way == "pgd10-at" else "standard", eps=0.1, channels=1,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from l2l_gail.core import LearnedOptimizer, LSTMOptimizerConfig
+from l2l_gail.core import LearnedOptimizer, LSTMRuleConfig
 from l2l_gail.gail.phi_init import adam_clone, adam_steps, clone_error, gradient_streams
 
 
@@ -35,7 +35,7 @@ def test_clone_imitates_adam_on_held_out_streams() -> None:
     assert all(torch.equal(a, b) for a, b in zip(learned.state_dict().values(),
                                                  again.state_dict().values(), strict=True))
     with pytest.raises(ValueError, match="output_scale=1"):
-        adam_clone(lstm=LSTMOptimizerConfig(output_scale=0.1))
+        adam_clone(lstm=LSTMRuleConfig(output_scale=0.1))
 
 
 def test_clone_trains_a_classifier_about_as_well_as_adam() -> None:

@@ -16,7 +16,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from l2l_gail.cli import main
-from l2l_gail.core import LSTMOptimizer
+from l2l_gail.core import LSTMRule
 from l2l_gail.gail.phi_init import adam_clone
 from l2l_gail.gail.train import GAILConfig, prepare, train
 from l2l_gail.runs import RunDir
@@ -82,7 +82,7 @@ def test_l2l_gail_trains_phi(tmp_path: Path) -> None:
     run = tmp_path / "gail" / "phi" / "l2l-gail-both" / "seed0"
     start = adam_clone()[0].state_dict()
     for target in ("discriminator", "policy"):
-        trained = LSTMOptimizer.load(run / f"phi_{target}.pt").state_dict()
+        trained = LSTMRule.load(run / f"phi_{target}.pt").state_dict()
         moved = max(float((trained[k] - start[k]).abs().max()) for k in start)
         assert moved > 1e-3, target
     assert {"gen/train/l2l_meta_loss", "l2l/meta_loss"} <= scalar_tags(run)
@@ -93,7 +93,7 @@ def test_l2l_init_loads_phi(tmp_path: Path) -> None:
     adam_clone()[0].save(phi)
     assert main(["gail", "train", "--task", TASK, "--method", "l2l-gail", "--l2l-init", str(phi),
                  "--l2l-meta-lr", "0", "--experiment", "init", "--runs-dir", str(tmp_path), *TINY]) == 0
-    trained = LSTMOptimizer.load(tmp_path / "gail" / "init" / "l2l-gail" / "seed0" / "phi_discriminator.pt")
+    trained = LSTMRule.load(tmp_path / "gail" / "init" / "l2l-gail" / "seed0" / "phi_discriminator.pt")
     assert all(torch.equal(v, adam_clone()[0].state_dict()[k]) for k, v in trained.state_dict().items())
 
 
@@ -129,6 +129,6 @@ def test_resume_reproduces_an_uninterrupted_run(method: str, target: str, tmp_pa
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     if method == "l2l-gail":
         for target_name in ("discriminator", "policy"):
-            a = LSTMOptimizer.load(tmp_path / "whole" / f"phi_{target_name}.pt").state_dict()
-            b = LSTMOptimizer.load(tmp_path / "cut" / f"phi_{target_name}.pt").state_dict()
+            a = LSTMRule.load(tmp_path / "whole" / f"phi_{target_name}.pt").state_dict()
+            b = LSTMRule.load(tmp_path / "cut" / f"phi_{target_name}.pt").state_dict()
             assert all(torch.equal(a[k], b[k]) for k in a)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from l2l_gail.cli import main
-from l2l_gail.core import LSTMOptimizer
-from l2l_gail.core.lstm_optimizer import FORMAT_VERSION
+from l2l_gail.core import LSTMRule
+from l2l_gail.core.rule_file import FORMAT_VERSION
 from l2l_gail.errors import L2LError
 from l2l_gail.meta.apply import ApplyConfig, apply, fit
 from l2l_gail.meta.optimizees import MLP
@@ -110,13 +110,13 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, optimizer_file: Path,
     assert "--train-size 5000 is out of range" in _error(
         [*apply_args, "--optimizer", str(optimizer_file), "--train-size", "5000", "--name", "big"], capsys)
     # an optimizer file from another format version
-    payload = LSTMOptimizer().payload()
+    payload = LSTMRule().payload()
     payload["version"] = FORMAT_VERSION + 1
     other = tmp_path / "other-version.pt"
     torch.save(payload, other)
     assert "format version" in _error([*apply_args, "--optimizer", str(other), "--name", "v"], capsys)
     # an optimizer file whose weights do not fit its stored configuration
-    payload = LSTMOptimizer().payload()
+    payload = LSTMRule().payload()
     payload["config"]["hidden_size"] = 7
     mismatched = tmp_path / "other-config.pt"
     torch.save(payload, mismatched)

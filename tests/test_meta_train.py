@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from l2l_gail.core import LSTMOptimizer
+from l2l_gail.core import LSTMRule
 from l2l_gail.errors import L2LError
 from l2l_gail.meta.train import MetaConfig, build_train_attack, config_dict, meta_train
 from l2l_gail.runs import RunDir
@@ -33,7 +33,7 @@ def test_meta_training_lowers_the_meta_loss(tmp_path: Path) -> None:
     # a fresh optimizer (zero head) leaves the optimizee where it is; a trained one descends
     assert losses[-1] < 0.8 * losses[0], losses
     assert (tmp_path / "run" / "optimizer.pt").is_file()
-    assert LSTMOptimizer.load(tmp_path / "run" / "optimizer.pt").config == config.optimizer_config()
+    assert LSTMRule.load(tmp_path / "run" / "optimizer.pt").config == config.optimizer_config()
 
 
 def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
@@ -43,8 +43,8 @@ def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
     meta_train(short, RunDir(tmp_path / "resumed", config_dict(short)), progress=False)
     run = RunDir(tmp_path / "resumed", config_dict(config), resume=True, resume_ignore=("episodes",))
     meta_train(config, run, resume=True, progress=False)
-    a = LSTMOptimizer.load(tmp_path / "straight" / "optimizer.pt").state_dict()
-    b = LSTMOptimizer.load(tmp_path / "resumed" / "optimizer.pt").state_dict()
+    a = LSTMRule.load(tmp_path / "straight" / "optimizer.pt").state_dict()
+    b = LSTMRule.load(tmp_path / "resumed" / "optimizer.pt").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -92,7 +92,7 @@ def test_learned_attacker_loss_rises_against_fixed_classifier(tiny, trained):
 def test_kstep_attacker_stays_in_ball(tiny, trained):
     attacker = LearnedAttacker(3, EPS, variant="grad", steps=3, width=0.1)
     x, y = D.to_float(tiny.test_x[:16]), tiny.test_y[:16]
-    x_adv = attacker.update(trained, x, y)
+    x_adv = attacker(trained, x, y)
     assert (x_adv - x).abs().max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
 
 

@@ -1,16 +1,29 @@
-"""The shared learned inner optimizers (DESIGN.md, "The shared core"); no task code here."""
+"""The shared learned inner optimizers; no task code here (``docs/design.md``, "core").
+
+Imports only torch, the standard library and :mod:`l2l_gail.errors`, so it can be used alone:
+
+* update rules (functional: parameters in, parameters out): :class:`UpdateRule`, the interface,
+  and :class:`LSTMRule`, the coordinatewise LSTM ``g_phi`` (:mod:`~l2l_gail.core.rule`,
+  :mod:`~l2l_gail.core.lstm_rule`); their versioned file (:mod:`~l2l_gail.core.rule_file`);
+* meta-training helpers (:mod:`~l2l_gail.core.metalearn`): :func:`meta_step`, :func:`unroll`,
+  :func:`lookahead_step`;
+* the ``torch.optim`` optimizer (:mod:`~l2l_gail.core.optim`): :class:`LearnedOptimizer`;
+* the input-space learned optimizer (:mod:`~l2l_gail.core.attacker`): :class:`LearnedAttacker`.
+
+``LSTMOptimizer`` and ``LSTMOptimizerConfig``, the old names of :class:`LSTMRule` and
+:class:`LSTMRuleConfig`, still import with a ``DeprecationWarning`` until the next release.
+"""
+
+import warnings
+from typing import Any
 
 from l2l_gail.core.attacker import LearnedAttacker, WideAttacker, input_gradient
-from l2l_gail.core.lstm_optimizer import (
-    LearnedOptimizer,
+from l2l_gail.core.lstm_rule import LSTMRule, LSTMRuleConfig
+from l2l_gail.core.metalearn import (
     LookaheadStats,
-    LSTMOptimizer,
-    LSTMOptimizerConfig,
     MetaStepStats,
-    Params,
-    State,
+    StepLoss,
     UnrollResult,
-    UpdateStats,
     detach_state,
     lookahead_step,
     meta_step,
@@ -18,18 +31,37 @@ from l2l_gail.core.lstm_optimizer import (
     unroll,
     write_params,
 )
+from l2l_gail.core.optim import LearnedOptimizer
 from l2l_gail.core.preprocess import preprocess_gradients
+from l2l_gail.core.rule import Memory, Params, State, UpdateRule, UpdateStats
+from l2l_gail.core.rule_file import StepUnits
+
+_DEPRECATED = {"LSTMOptimizer": "LSTMRule", "LSTMOptimizerConfig": "LSTMRuleConfig"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        new = _DEPRECATED[name]
+        warnings.warn(f"l2l_gail.core.{name} is deprecated and will be removed in the next "
+                      f"release; use l2l_gail.core.{new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "LSTMOptimizer",
-    "LSTMOptimizerConfig",
+    "LSTMRule",
+    "LSTMRuleConfig",
     "LearnedAttacker",
     "LearnedOptimizer",
     "LookaheadStats",
+    "Memory",
     "MetaStepStats",
     "Params",
     "State",
+    "StepLoss",
+    "StepUnits",
     "UnrollResult",
+    "UpdateRule",
     "UpdateStats",
     "WideAttacker",
     "detach_state",

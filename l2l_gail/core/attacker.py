@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from l2l_gail.core.metalearn import meta_step
 
 VARIANTS = ("naive", "grad")
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -81,12 +84,16 @@ def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 class LearnedAttacker(nn.Module):
-    """A learned L-inf attacker with the shared verbs of the core: ``update`` and ``meta_step``.
+    """A learned L-inf attacker: an input-space learned inner optimizer.
 
     Variants (1811.01213): ``naive`` sees the image only; ``grad`` also sees the normalised input
     gradient. ``steps=K`` applies the same network K times (``l2l-2step`` is K=2):
     ``delta_k = g(x_k, grad(x_k))``, ``x_{k+1} = clamp(x + clip(sum_k delta_k, +-eps), 0, 1)``;
     backpropagation flows through every step.
+
+    Calling it, ``attacker(model, x, y)``, is the attack signature every attack of
+    :mod:`l2l_gail.vision.attacks` shares (:meth:`generate`); :meth:`attack_step` trains ``phi``
+    with the core's :func:`~l2l_gail.core.metalearn.meta_step`.
 
     Args:
         channels: image channels.
@@ -96,11 +103,15 @@ class LearnedAttacker(nn.Module):
         width: channel multiplier of :class:`WideAttacker`.
         lr, weight_decay: Adam settings of ``phi`` (paper's code: 1e-3, 2e-4).
         bounds: the valid data range (inputs are in [0, 1]).
+        max_grad_norm: clipping of ``phi``'s gradient (``None``, the default: not clipped, as in
+            the paper's code).
     """
+
+    name = "learned"
 
     def __init__(self, channels: int, eps: float, *, variant: str = "grad", steps: int = 1,
                  width: float = 1.0, lr: float = 1e-3, weight_decay: float = 2e-4,
-                 bounds: tuple[float, float] = (0.0, 1.0)):
+                 bounds: tuple[float, float] = (0.0, 1.0), max_grad_norm: float | None = None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown attacker variant {variant!r}; choose one of {VARIANTS}")
@@ -109,6 +120,7 @@ class LearnedAttacker(nn.Module):
         if variant == "naive" and steps > 1:
             raise ValueError("multi-step attackers need the gradient input: use variant='grad'")
         self.variant, self.steps, self.eps, self.bounds = variant, steps, eps, bounds
+        self.max_grad_norm = max_grad_norm
         self.net = WideAttacker(channels * (2 if variant == "grad" else 1), channels, eps, width)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)
 
@@ -126,7 +138,7 @@ class LearnedAttacker(nn.Module):
         return x_k
 
     @torch.no_grad()
-    def update(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def generate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Deployment: the detached adversarial batch, with the attacker's BN in eval mode."""
         was_training = self.training
         self.eval()
@@ -136,25 +148,27 @@ class LearnedAttacker(nn.Module):
         finally:
             self.train(was_training)
 
-    def meta_step(self, objective_after_update: torch.Tensor) -> float:
-        """One Adam step on ``phi`` minimising ``objective_after_update`` (e.g. ``-CE`` of the
-        classifier on the perturbed batch). Only ``phi`` receives gradients, so the classifier's
-        ``.grad`` fields are left untouched."""
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        grads = torch.autograd.grad(objective_after_update, params)
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(objective_after_update.detach())
+    def forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``attacker(model, x, y)``: :meth:`generate`, the shared attack signature."""
+        return self.generate(model, x, y)
+
+    def update(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Deprecated name of :meth:`generate` (it generates an attack, it updates nothing)."""
+        warnings.warn("LearnedAttacker.update is deprecated and will be removed in the next "
+                      "release; use generate() or call the attacker", DeprecationWarning,
+                      stacklevel=2)
+        return self.generate(model, x, y)
 
     def attack_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                     loss_fn: LossFn = F.cross_entropy) -> float:
         """Train ``phi`` on one batch: maximise the classifier's loss after the perturbation.
 
         The caller puts the classifier in eval mode (1811.01213 trains the attacker against the
-        classifier's inference-time behaviour). Returns the classifier's loss on the batch.
+        classifier's inference-time behaviour). Only ``phi`` receives gradients, so the
+        classifier's ``.grad`` fields are left untouched. Returns the classifier's loss on the
+        batch.
         """
         self.train()
         x_adv = self.perturb(model, x, y, loss_fn)
-        return -self.meta_step(-loss_fn(model(x_adv), y))
+        objective = -loss_fn(model(x_adv), y)
+        return -meta_step(objective, self.optimizer, max_grad_norm=self.max_grad_norm).meta_loss

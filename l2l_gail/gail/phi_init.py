@@ -1,6 +1,6 @@
 """A starting point for the learned optimizer's ``phi``: imitate Adam.
 
-A fresh :class:`~l2l_gail.core.LSTMOptimizer` has a zero output head, so it makes no steps until
+A fresh :class:`~l2l_gail.core.LSTMRule` has a zero output head, so it makes no steps until
 ``phi`` is trained; online look-ahead training alone (DESIGN.md, section 3) would then spend its
 first rounds discovering that steps should be taken at all, while the generator already learns
 against a frozen discriminator. Instead, ``phi`` starts as a behaviour clone of Adam (Kingma &
@@ -10,9 +10,9 @@ difference between the two is caused by the online training of ``phi`` on held-o
 
 Adam's step divided by its learning rate depends only on the gradient history of the
 coordinate, not on the model, so one clone serves every discriminator and policy: the clone is
-trained with ``output_scale = 1`` to output Adam's step in units of the learning rate, and the
-:class:`~l2l_gail.core.LearnedOptimizer` multiplies it by ``lr`` (``reference_lr = 1``), which
-also keeps stable-baselines3's learning-rate schedule in force.
+trained with ``output_scale = 1`` to output Adam's step in units of the learning rate (its
+``step_units`` are ``lr``), and the :class:`~l2l_gail.core.LearnedOptimizer` multiplies it by
+``lr`` (``reference_lr = 1``), which also keeps stable-baselines3's learning-rate schedule in force.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor
 
-from l2l_gail.core import LSTMOptimizer, LSTMOptimizerConfig, preprocess_gradients
+from l2l_gail.core import LSTMRule, LSTMRuleConfig, preprocess_gradients
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,25 +75,25 @@ def adam_steps(grads: Tensor, betas: tuple[float, float], eps: float = 1e-8) -> 
     return torch.stack(steps)
 
 
-def clone_error(learned: LSTMOptimizer, grads: Tensor, target: Tensor) -> Tensor:
+def clone_error(learned: LSTMRule, grads: Tensor, target: Tensor) -> Tensor:
     """Mean squared difference between the learned steps and ``target`` along ``grads``.
 
     Runs the whole ``(horizon, coords)`` stream through the LSTM in one call, which is what
-    :meth:`LSTMOptimizer.forward` does one step at a time (same preprocessing, head and scale).
+    :meth:`LSTMRule.forward` does one step at a time (same preprocessing, head and scale).
     """
     cfg = learned.config
     features = preprocess_gradients(grads, cfg.preprocess_p)
-    out, _ = learned.lstm(features, learned.zero_hidden(grads.shape[1]))
+    out, _ = learned.lstm(features, learned.init_memory(grads.shape[1]))
     steps = learned.head(out).squeeze(-1) * cfg.output_scale
     return (steps - target).square().mean()
 
 
 @functools.lru_cache(maxsize=4)
-def _fitted_state(config: AdamCloneConfig, lstm: LSTMOptimizerConfig) -> tuple[dict[str, Tensor], float]:
+def _fitted_state(config: AdamCloneConfig, lstm: LSTMRuleConfig) -> tuple[dict[str, Tensor], float]:
     gen = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng():  # the network's initialisation must not move the caller's RNG
         torch.manual_seed(config.seed)
-        learned = LSTMOptimizer(lstm)
+        learned = LSTMRule(lstm)
     opt = torch.optim.Adam(learned.parameters(), lr=config.lr)
     for _ in range(config.iterations):
         grads = gradient_streams(config.coords, config.horizon, gen)
@@ -109,7 +109,7 @@ def _fitted_state(config: AdamCloneConfig, lstm: LSTMOptimizerConfig) -> tuple[d
 
 
 def adam_clone(config: AdamCloneConfig | None = None,
-               lstm: LSTMOptimizerConfig | None = None) -> tuple[LSTMOptimizer, float]:
+               lstm: LSTMRuleConfig | None = None) -> tuple[LSTMRule, float]:
     """A learned optimizer fitted to imitate Adam (steps in units of the learning rate).
 
     Deterministic for a given configuration (at a fixed number of torch threads) and cached
@@ -125,10 +125,10 @@ def adam_clone(config: AdamCloneConfig | None = None,
         it was fitted on.
     """
     config = config or AdamCloneConfig()
-    lstm = lstm or LSTMOptimizerConfig(output_scale=1.0)
+    lstm = lstm or LSTMRuleConfig(output_scale=1.0)
     if lstm.output_scale != 1.0:
         raise ValueError("an Adam clone outputs steps in units of lr: use output_scale=1")
     state, error = _fitted_state(config, lstm)
-    learned = LSTMOptimizer(lstm)
+    learned = LSTMRule(lstm, step_units="lr")
     learned.load_state_dict(state)
     return learned, error

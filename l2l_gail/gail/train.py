@@ -46,7 +46,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from l2l_gail.core import LSTMOptimizer, LSTMOptimizerConfig
+from l2l_gail.core import LSTMRule, LSTMRuleConfig, UpdateRule
 from l2l_gail.errors import L2LError
 from l2l_gail.gail import demos as demo_files
 from l2l_gail.gail.expert import evaluate, save_model
@@ -238,11 +238,13 @@ def prepare(config: GAILConfig, data_dir: Path | None = None) -> Prepared:
 
 
 # ----------------------------------------------------------------------------- building
-def initial_phi(config: GAILConfig) -> LSTMOptimizer:
+def initial_phi(config: GAILConfig) -> LSTMRule:
     """``phi`` at the start of a run: ``--l2l-init`` if given, else the Adam clone."""
     if config.l2l_init is not None:
-        return LSTMOptimizer.load(config.l2l_init)
-    learned, _ = adam_clone(lstm=LSTMOptimizerConfig(output_scale=1.0, max_step=config.l2l_max_step))
+        learned = LSTMRule.load(config.l2l_init)
+        learned.step_units = "lr"  # the trainers scale its steps by lr, so the phi they save is in lr
+        return learned
+    learned, _ = adam_clone(lstm=LSTMRuleConfig(output_scale=1.0, max_step=config.l2l_max_step))
     return learned
 
 
@@ -294,7 +296,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def learned_optimizers(trainer: GAILTrainer) -> dict[str, LSTMOptimizer]:
+def learned_optimizers(trainer: GAILTrainer) -> dict[str, UpdateRule]:
     """The run's learned optimizers by target (``discriminator``, ``policy``)."""
     found = {}
     if isinstance(trainer, L2LGAILTrainer):

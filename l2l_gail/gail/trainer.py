@@ -43,7 +43,7 @@ from stable_baselines3 import PPO
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from l2l_gail.core import LearnedOptimizer, LookaheadStats, LSTMOptimizer, Params
+from l2l_gail.core import LearnedOptimizer, LookaheadStats, Params, UpdateRule
 
 Batch = Mapping[str, Any]
 """One discriminator batch as ``imitation`` builds it: ``state``, ``action``, ``next_state``,
@@ -226,7 +226,7 @@ class L2LGAILTrainer(GAILTrainer):
         **kwargs: as :class:`GAILTrainer`.
     """
 
-    def __init__(self, *, learned: LSTMOptimizer, disc_lr: float, meta_lr: float,
+    def __init__(self, *, learned: UpdateRule, disc_lr: float, meta_lr: float,
                  meta_every: int = 1, meta_objective: str = "heldout", gp_coef: float = 10.0,
                  **kwargs: Any) -> None:
         if meta_every < 1:
@@ -235,12 +235,13 @@ class L2LGAILTrainer(GAILTrainer):
             raise ValueError(f"meta_objective must be one of {META_OBJECTIVES}, got {meta_objective!r}")
         self.meta_every, self.meta_objective, self.gp_coef = meta_every, meta_objective, gp_coef
         super().__init__(disc_opt_cls=LearnedOptimizer,
-                         disc_opt_kwargs={"lr": disc_lr, "learned": learned, "reference_lr": 1.0},
+                         disc_opt_kwargs={"lr": disc_lr, "learned": learned, "reference_lr": 1.0,
+                                          "allow_untrained": True},  # phi is trained online
                          **kwargs)
         self.meta_opt = torch.optim.Adam(self.learned.parameters(), lr=meta_lr)
 
     @property
-    def learned(self) -> LSTMOptimizer:
+    def learned(self) -> UpdateRule:
         """The discriminator's learned optimizer ``g_phi``."""
         return self._disc_opt.learned  # type: ignore[attr-defined, no-any-return]
 
@@ -304,9 +305,9 @@ class LookaheadPolicyOptimizer(LearnedOptimizer):
         meta_every: train ``phi`` on every ``meta_every``-th step.
     """
 
-    def __init__(self, params: Any, lr: float = 3e-4, *, learned: LSTMOptimizer | None = None,
+    def __init__(self, params: Any, lr: float = 3e-4, *, learned: UpdateRule | None = None,
                  meta_lr: float = 1e-3, meta_every: int = 1) -> None:
-        super().__init__(params, lr, learned=learned, reference_lr=1.0)
+        super().__init__(params, lr, learned=learned, reference_lr=1.0, allow_untrained=True)
         self.meta_opt = torch.optim.Adam(self.learned.parameters(), lr=meta_lr)
         self.meta_every = meta_every
         self.steps_taken = 0

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from l2l_gail.core import LearnedOptimizer, LSTMOptimizer
+from l2l_gail.core import LearnedOptimizer, LSTMRule
 from l2l_gail.errors import L2LError
 from l2l_gail.meta.optimizees import DEFAULT_MAX_PARAMS, OPTIMIZEES, build_optimizee, check_servable
 from l2l_gail.meta.train import check_eps, load_data
@@ -119,9 +119,9 @@ def evaluate_model(model: nn.Module, data: ImageData, *, eps: float, attacks: st
     return evaluate(model, data.test_x[:n], data.test_y[:n], built)
 
 
-def load_learned(path: str | Path) -> LSTMOptimizer:
+def load_learned(path: str | Path) -> LSTMRule:
     """A frozen learned optimizer from ``path`` (errors name the file and say what to do)."""
-    learned = LSTMOptimizer.load(path)
+    learned = LSTMRule.load(path)
     learned.requires_grad_(False)
     return learned.eval()
 

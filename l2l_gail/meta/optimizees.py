@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from l2l_gail.core import LSTMOptimizerConfig
+from l2l_gail.core import LSTMRuleConfig
 from l2l_gail.errors import L2LError
 from l2l_gail.vision.models import MODELS, build_model
 
@@ -52,12 +52,12 @@ def build_optimizee(name: str, shape: tuple[int, int, int], num_classes: int,
     return build_model(name, c, num_classes, width=width, image_size=h)
 
 
-def bytes_per_param(config: LSTMOptimizerConfig) -> int:
+def bytes_per_param(config: LSTMRuleConfig) -> int:
     """Float32 memory the optimizer keeps per optimizee coordinate: ``(h, c)`` of every layer."""
     return 2 * config.num_layers * config.hidden_size * 4
 
 
-def check_servable(model: nn.Module, config: LSTMOptimizerConfig,
+def check_servable(model: nn.Module, config: LSTMRuleConfig,
                    max_params: int = DEFAULT_MAX_PARAMS) -> int:
     """The model's trainable parameter count, or an error if the learned optimizer cannot serve it.
 

@@ -1,6 +1,6 @@
 """Meta-training of the robust learned optimizer (Serban et al., arXiv 2008.05247).
 
-The coordinatewise LSTM optimizer of :mod:`l2l_gail.core.lstm_optimizer` (Andrychowicz et al.,
+The coordinatewise LSTM update rule of :mod:`l2l_gail.core.lstm_rule` (Andrychowicz et al.,
 arXiv 1606.04474) is trained on *adversarial* mistakes: each episode samples a fresh optimizee,
 which the learned optimizer trains for ``episode_steps`` steps, split into truncations of
 ``unroll`` steps (truncated back-propagation through time). At every step an attack (FGSM or
@@ -42,7 +42,7 @@ from torch.func import functional_call
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from l2l_gail.core import LSTMOptimizer, LSTMOptimizerConfig, Params, meta_step, trainable_params, unroll
+from l2l_gail.core import LSTMRule, LSTMRuleConfig, Params, StepLoss, meta_step, trainable_params, unroll
 from l2l_gail.errors import L2LError
 from l2l_gail.meta.optimizees import DEFAULT_MAX_PARAMS, OPTIMIZEES, build_optimizee, check_servable
 from l2l_gail.runs import RunDir
@@ -109,9 +109,9 @@ class MetaConfig:
     """largest optimizee (trainable parameters) the learned optimizer is allowed to serve"""
     seed: int = 0
 
-    def optimizer_config(self) -> LSTMOptimizerConfig:
-        return LSTMOptimizerConfig(hidden_size=self.hidden_size, num_layers=self.num_layers,
-                                   preprocess_p=self.preprocess_p, output_scale=self.output_scale)
+    def optimizer_config(self) -> LSTMRuleConfig:
+        return LSTMRuleConfig(hidden_size=self.hidden_size, num_layers=self.num_layers,
+                              preprocess_p=self.preprocess_p, output_scale=self.output_scale)
 
     def validate(self) -> None:
         """Raise :class:`L2LError` on the first invalid option."""
@@ -216,7 +216,7 @@ def meta_train(config: MetaConfig, run: RunDir, *, resume: bool = False,
     pick = torch.randperm(len(data.test_y), generator=torch.Generator().manual_seed(config.seed))
     eval_x = to_float(data.test_x[pick[: config.eval_size]])
     eval_y = data.test_y[pick[: config.eval_size]]
-    learned = LSTMOptimizer(config.optimizer_config())
+    learned = LSTMRule(config.optimizer_config())
     meta_opt = torch.optim.Adam(learned.parameters(), lr=config.meta_lr)
     attack = build_train_attack(config)
     history: list[dict[str, float]] = []
@@ -261,7 +261,7 @@ def meta_train(config: MetaConfig, run: RunDir, *, resume: bool = False,
     return metrics
 
 
-def _episode(config: MetaConfig, data: ImageData, learned: LSTMOptimizer, meta_opt: torch.optim.Optimizer,
+def _episode(config: MetaConfig, data: ImageData, learned: LSTMRule, meta_opt: torch.optim.Optimizer,
              attack: Attack, eval_attack: Attack, episode: int, eval_x: Tensor, eval_y: Tensor,
              writer: SummaryWriter) -> dict[str, float]:
     """Train one fresh optimizee for ``episode_steps`` learned steps, meta-stepping every ``unroll``."""
@@ -270,10 +270,10 @@ def _episode(config: MetaConfig, data: ImageData, learned: LSTMOptimizer, meta_o
     module = build_optimizee(config.model, data.shape, data.num_classes, config.width)
     check_servable(module, learned.config, config.max_params)
     stream = batch_stream(data, config.batch_size, gen)
-    adversarial_terms: list[Tensor] = []
     truncation = {"start": 0}
 
-    def loss_fn(params: Params, t: int) -> Tensor:
+    def loss_fn(params: Params, t: int) -> Tensor | StepLoss:
+        """The adversarial loss is the meta-loss term; ``config.gradient`` picks the gradient's."""
         x, y = next(stream)
         # The first call of a truncation only supplies a gradient; with clean gradients it needs no attack.
         if config.gradient == "clean" and t == truncation["start"]:
@@ -281,11 +281,9 @@ def _episode(config: MetaConfig, data: ImageData, learned: LSTMOptimizer, meta_o
         with eval_mode(module):
             x_adv = attack(BoundModel(module, params), x, y)
         adv = F.cross_entropy(functional_call(module, params, (x_adv,)), y)
-        if t > truncation["start"]:
-            adversarial_terms.append(adv)
         if config.gradient == "adversarial":
             return adv
-        return F.cross_entropy(functional_call(module, params, (x,)), y)
+        return StepLoss(grad=F.cross_entropy(functional_call(module, params, (x,)), y), meta=adv)
 
     params: Params = trainable_params(module)
     state = None
@@ -294,12 +292,11 @@ def _episode(config: MetaConfig, data: ImageData, learned: LSTMOptimizer, meta_o
     truncations = config.episode_steps // config.unroll
     for k in range(truncations):
         truncation["start"] = k * config.unroll
-        adversarial_terms.clear()
         result = unroll(learned, params, loss_fn, config.unroll, state=state, start=k * config.unroll,
                         second_order=config.second_order)
         x, y = next(stream)
         clean_final = F.cross_entropy(functional_call(module, result.params, (x,)), y)
-        objective = torch.stack(adversarial_terms).sum() + config.clean_weight * clean_final
+        objective = result.meta_loss + config.clean_weight * clean_final
         step = meta_step(objective, meta_opt, max_grad_norm=config.max_grad_norm)
         params, state = result.params, result.state
         clean_acc, robust_acc = accuracies(BoundModel(module, params), eval_x, eval_y, eval_attack)
@@ -309,7 +306,7 @@ def _episode(config: MetaConfig, data: ImageData, learned: LSTMOptimizer, meta_o
         writer.add_scalar("optimizee/clean_acc", clean_acc, global_step)
         writer.add_scalar(f"optimizee/{eval_attack.name}_acc", robust_acc, global_step)
         writer.add_scalar("meta/train_eps", attack.eps, global_step)
-        writer.add_scalar("optimizee/adversarial_loss", float(adversarial_terms[-1].detach()), global_step)
+        writer.add_scalar("optimizee/adversarial_loss", float(result.terms[-1].detach()), global_step)
         meta_losses.append(step.meta_loss)
     return {"episode": episode, "eps": attack.eps, "meta_loss": sum(meta_losses) / len(meta_losses),
             "clean_acc": clean_acc, "robust_acc": robust_acc}

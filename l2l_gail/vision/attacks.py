@@ -122,7 +122,7 @@ class LearnedAttack(Attack):
         self.attacker = attacker
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.attacker.update(model, x, y)
+        return self.attacker(model, x, y)
 
 
 class AutoAttack(Attack):

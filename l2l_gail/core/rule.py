@@ -1,0 +1,211 @@
+"""The interface of a learned update rule ``g_phi``, and its functional update.
+
+A learned update rule proposes each parameter coordinate's additive step from that coordinate's
+gradient and the rule's own memory of earlier gradients: ``theta_{t+1} = theta_t + g_phi(grad_t,
+memory_t)`` (Andrychowicz et al., *Learning to learn by gradient descent by gradient descent*,
+NeurIPS 2016, arXiv 1606.04474). The same ``phi`` serves every coordinate of every parameter, so
+one rule serves a model of any size.
+
+:class:`UpdateRule` is what everything else uses: the functional verbs :meth:`~UpdateRule.init_state`
+and :meth:`~UpdateRule.update` over ``dict[str, Tensor]`` parameters (differentiable in ``phi``, for
+the meta-training helpers of :mod:`l2l_gail.core.metalearn`), the ``torch.optim`` wrapper
+:class:`~l2l_gail.core.optim.LearnedOptimizer`, and the versioned file of
+:mod:`l2l_gail.core.rule_file`. A rule implements three things -- :meth:`~UpdateRule.init_memory`,
+:meth:`~UpdateRule.steps` and :attr:`~UpdateRule.never_steps` -- and declares its file format
+and configuration type; :class:`~l2l_gail.core.lstm_rule.LSTMRule` is the one rule today.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import torch
+from torch import Tensor, nn
+
+from l2l_gail.core import rule_file
+from l2l_gail.core.rule_file import STEP_UNITS, StepUnits
+from l2l_gail.errors import L2LError
+
+Params = dict[str, Tensor]
+"""Parameters by name, as ``torch.func.functional_call`` takes them."""
+Memory = tuple[Tensor, ...]
+"""A rule's memory of some coordinates (for the LSTM rule: ``(h, c)``)."""
+State = dict[str, Memory]
+"""A rule's memory for each parameter, by name."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateStats:
+    """Norms of one learned update over all coordinates it touched."""
+
+    update_norm: float
+    grad_norm: float
+
+
+def l2_norm(tensors: Iterable[Tensor]) -> float:
+    """The Euclidean norm of all coordinates of ``tensors`` together (0 for none), in double."""
+    squares = [t.detach().double().square().sum() for t in tensors]
+    return math.sqrt(float(torch.stack(squares).sum())) if squares else 0.0
+
+
+class UpdateRule(nn.Module, abc.ABC):
+    """A coordinatewise learned update rule ``g_phi`` (its weights are ``phi``).
+
+    Subclasses set :attr:`file_format`, :attr:`config_type` and :attr:`memory_keys`, keep this
+    constructor's signature, and implement :meth:`init_memory`, :meth:`steps` and
+    :attr:`never_steps`.
+
+    Args:
+        config: the rule's configuration (an instance of :attr:`config_type`).
+        step_units: how the rule's output is to be applied (see
+            :data:`~l2l_gail.core.rule_file.StepUnits`); stored in its file so that
+            :class:`~l2l_gail.core.optim.LearnedOptimizer` applies it right.
+    """
+
+    file_format: ClassVar[str]
+    """The ``format`` field of this rule's file (:mod:`l2l_gail.core.rule_file`)."""
+    config_type: ClassVar[type]
+    """The frozen dataclass of the rule's configuration, rebuilt from the file's ``config``."""
+    memory_keys: ClassVar[tuple[str, ...]]
+    """Names of the memory tensors, as :class:`~l2l_gail.core.optim.LearnedOptimizer` stores them
+    in its per-parameter state."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "file_format" in cls.__dict__:
+            rule_file.register(cls)
+
+    def __init__(self, config: Any, *, step_units: StepUnits = "absolute") -> None:
+        super().__init__()
+        self.config = config
+        self.step_units = step_units
+
+    @property
+    def step_units(self) -> StepUnits:
+        """``absolute`` or ``lr``: how the rule's output is meant to be applied."""
+        return self._step_units
+
+    @step_units.setter
+    def step_units(self, units: StepUnits) -> None:
+        if units not in STEP_UNITS:
+            raise L2LError(f"step_units must be one of {', '.join(STEP_UNITS)}, got {units!r}")
+        self._step_units: StepUnits = units
+
+    # -- what a rule implements ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def init_memory(self, n_coords: int) -> Memory:
+        """Fresh memory for ``n_coords`` coordinates, on ``phi``'s device."""
+
+    @abc.abstractmethod
+    def steps(self, grads: Sequence[Tensor],
+              memory: Sequence[Memory]) -> tuple[list[Tensor], list[Memory]]:
+        """The steps for several tensors at once, and each tensor's new memory.
+
+        Returns one step per gradient (same shape, dtype and device as the gradient).
+        Differentiable in ``phi`` (and in the gradients) when autograd is enabled.
+        """
+
+    @property
+    @abc.abstractmethod
+    def never_steps(self) -> bool:
+        """True when the rule's step is zero for every gradient (a fresh rule's zero output), so
+        applying it as it is would never move the parameters."""
+
+    # -- the functional update ------------------------------------------------------------
+
+    def init_state(self, params: Mapping[str, Tensor]) -> State:
+        """Fresh memory for every coordinate of ``params``."""
+        return {name: self.init_memory(p.numel()) for name, p in params.items()}
+
+    def update(
+        self,
+        params: Mapping[str, Tensor],
+        grads: Mapping[str, Tensor | None],
+        state: Mapping[str, Memory],
+        *,
+        create_graph: bool,
+        second_order: bool = False,
+        scale: float | Mapping[str, float] = 1.0,
+    ) -> tuple[Params, State, UpdateStats]:
+        """Apply one learned step: ``theta + scale * g_phi(grad, memory)``.
+
+        Args:
+            params: current parameters by name.
+            grads: their gradients by name; a missing or ``None`` gradient leaves that parameter
+                and its memory as they are (like ``torch.optim`` skips parameters without
+                ``.grad``).
+            state: the memory from :meth:`init_state` or a previous ``update``.
+            create_graph: keep the graph from the new parameters back to ``phi`` (and to the
+                incoming parameters), for meta-training; ``False`` returns detached tensors.
+            second_order: also differentiate through the gradients. Off by default, as in
+                Serban et al. (arXiv 2008.05247) and the first-order variant of Andrychowicz et
+                al.: the gradients are detached, which drops the Hessian terms and most of the
+                cost.
+            scale: a factor on the learned step, per name or for all (a learning-rate ratio).
+
+        Returns:
+            ``(new_params, new_state, stats)`` with the same names as ``params``.
+        """
+        given = {n: g for n, g in grads.items() if g is not None}
+        unknown = (set(grads) - set(params)) | (set(given) - set(state))
+        if unknown:
+            raise ValueError(f"gradients or memory do not match the parameters: {sorted(unknown)}")
+        names = [n for n in params if n in given]
+        grad_list = [given[n] if second_order else given[n].detach() for n in names]
+        with torch.enable_grad() if create_graph else torch.no_grad():
+            steps, memory = self.steps(grad_list, [state[n] for n in names])
+            new_params = {n: p if create_graph else p.detach() for n, p in params.items()}
+            new_state = dict(state)
+            for i, (n, mem) in enumerate(zip(names, memory, strict=True)):
+                factor = scale[n] if isinstance(scale, Mapping) else scale
+                if factor != 1.0:
+                    steps[i] = steps[i] * factor
+                new_params[n] = new_params[n] + steps[i]
+                new_state[n] = mem
+        stats = UpdateStats(update_norm=l2_norm(steps), grad_norm=l2_norm(grad_list))
+        return new_params, new_state, stats
+
+    # -- the versioned file (l2l_gail.core.rule_file) ---------------------------------------
+
+    def payload(self) -> dict[str, Any]:
+        """Format, version, configuration, step units and weights as one ``torch.save``-able
+        dict (what :meth:`save` writes and ``LearnedOptimizer.state_dict`` embeds)."""
+        return rule_file.to_payload(self)
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`payload` to ``path`` atomically (an interrupted save keeps the old file)."""
+        return rule_file.save(self, Path(path))
+
+    @classmethod
+    def from_payload(cls, payload: Any, *, source: str, config: Any = None) -> Self:
+        """Rebuild a rule from :meth:`payload`; ``source`` names it in error messages.
+
+        Called on :class:`UpdateRule`, it rebuilds whichever rule the payload holds; on a
+        subclass, the payload must hold that rule.
+
+        Raises:
+            L2LError: the payload is not a learned rule (of this class), is from an unknown
+                format version, does not match ``config`` (when given), or its weights do not
+                fit its configuration.
+        """
+        return rule_file.from_payload(payload, source=source, expected=cls, config=config)
+
+    @classmethod
+    def load(cls, path: str | Path, *, config: Any = None) -> Self:
+        """Load a rule written by :meth:`save` (on the CPU; move it with ``.to``).
+
+        Args:
+            path: the file.
+            config: if given, the file must hold exactly this configuration.
+
+        Raises:
+            L2LError: the file is missing, unreadable, from an unknown format version or
+                another configuration, or its weights are damaged.
+        """
+        return rule_file.load(Path(path), expected=cls, config=config)
