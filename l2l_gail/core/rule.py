@@ -6,13 +6,15 @@ memory_t)`` (Andrychowicz et al., *Learning to learn by gradient descent by grad
 NeurIPS 2016, arXiv 1606.04474). The same ``phi`` serves every coordinate of every parameter, so
 one rule serves a model of any size.
 
-:class:`UpdateRule` is what everything else uses: the functional verbs :meth:`~UpdateRule.init_state`
-and :meth:`~UpdateRule.update` over ``dict[str, Tensor]`` parameters (differentiable in ``phi``, for
-the meta-training helpers of :mod:`l2l_gail.core.metalearn`), the ``torch.optim`` wrapper
-:class:`~l2l_gail.core.optim.LearnedOptimizer`, and the versioned file of
-:mod:`l2l_gail.core.rule_file`. A rule implements three things -- :meth:`~UpdateRule.init_memory`,
-:meth:`~UpdateRule.steps` and :attr:`~UpdateRule.never_steps` -- and declares its file format
-and configuration type; :class:`~l2l_gail.core.lstm_rule.LSTMRule` is the one rule today.
+:class:`UpdateRule` is the interface the rest is written against: the meta-training helpers of
+:mod:`l2l_gail.core.metalearn`, the ``torch.optim`` wrapper
+:class:`~l2l_gail.core.optim.LearnedOptimizer`, the versioned file of
+:mod:`l2l_gail.core.rule_file` and the GAIL trainers. It provides the functional verbs
+:meth:`~UpdateRule.init_state` and :meth:`~UpdateRule.update` over ``dict[str, Tensor]``
+parameters, differentiable in ``phi``. A rule implements three things --
+:meth:`~UpdateRule.init_memory`, :meth:`~UpdateRule.steps` and :attr:`~UpdateRule.never_steps` --
+and declares its file format and configuration type; :class:`~l2l_gail.core.lstm_rule.LSTMRule`
+is the one rule today.
 """
 
 from __future__ import annotations
