@@ -10,18 +10,30 @@ A training command writes ``<root>/<mode>/<name>/`` holding
 Names that collide are refused rather than overwritten, and every file is written to a
 temporary sibling and renamed into place, so an interrupted write never destroys the last
 good copy.
+
+Checkpoints hold only tensors and plain data (dicts, lists, tuples, strings, numbers), and are
+read with ``torch.load(weights_only=True)``: a file that asks the unpickler for anything else
+(a planted ``__reduce__`` payload) is refused instead of run.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import pickle
+import pickletools
+import random
 import re
+import shutil
+import sys
 import tempfile
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -31,22 +43,80 @@ DEFAULT_ROOT = Path(os.environ.get("L2L_RUNS", "runs"))
 _CKPT = re.compile(r"^step_(\d+)\.pt$")
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it onto ``path``.
 
-    The rename is atomic on POSIX, so readers see either the old file or the new one.
+    The rename is atomic on POSIX, so readers see either the old file or the new one, and the
+    data is flushed to disk first, so that a crash cannot leave an empty file under the new
+    name. If the write fails, the temporary file is removed and ``path`` keeps its previous
+    content. ``write``'s return value is ignored (``Path.write_text`` returns a count).
+
+    Raises:
+        L2LError: the write failed for lack of space or another I/O error (an ``OSError``, or
+            the ``RuntimeError`` torch's file writer raises instead); other errors propagate.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp: Path | None = None
     try:
-        write(Path(tmp))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+        os.close(fd)
+        write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
+        _fsync(tmp)  # on disk before the rename: a crash must not leave a renamed empty file
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        _fsync(path.parent)
+    except BaseException as exc:
+        failure = _write_failure(exc, path.parent)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if failure is None:
+            raise
+        reason, full = failure
+        raise L2LError(f"cannot write {path}: {reason}; existing files are unchanged (a run keeps its "
+                       f"last checkpoint); {'free some space' if full else 'fix that'} and run the "
+                       "command again (a training run continues with --resume)") from exc
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's) data to disk; a delayed write failure (ENOSPC on
+    some file systems) surfaces here as an ``OSError``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# A failed write with less free space than this left on its file system is taken as a full disk.
+_FULL_BELOW = 64 * 2**20
+# torch.save's errors on a full disk (torch 2.13, writing to /dev/full): "[enforce fail at
+# inline_container.cc:672] . unexpected pos 704 vs 598" when a record is cut short, "basic_ios::clear:
+# iostream error" when the stream fails at the end; older versions: "PytorchStreamWriter failed ...".
+_TORCH_WRITE_ERRORS = ("inline_container.cc", "iostream error", "PytorchStreamWriter")
+
+
+def _write_failure(exc: BaseException, folder: Path) -> tuple[str, bool] | None:
+    """Why a write failed and whether the disk is full, if ``exc`` is an I/O failure; None for
+    any other error (a bug, an interrupt), which must propagate unchanged."""
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"the disk is full ({exc.strerror})", True
+        return str(exc) or type(exc).__name__, False
+    # torch.save reports a failed write (ENOSPC included) as a RuntimeError of its C++ writer,
+    # with no errno: the free space left tells a full disk from another failure.
+    text = str(exc).strip()
+    if isinstance(exc, RuntimeError) and any(form in text for form in _TORCH_WRITE_ERRORS):
+        first = text.splitlines()[0]
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            return f"torch could not write the file ({first})", False
+        if free < _FULL_BELOW:
+            return f"the disk is full ({free / 2**20:.1f} MiB free; torch: {first})", True
+        return f"torch could not write the file ({first})", False
+    return None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -188,13 +258,107 @@ class RunDir:
         return ckpts[-1] if ckpts else None
 
     def load_latest(self) -> dict[str, Any] | None:
-        """The newest checkpoint that loads; a truncated newest file falls back to the one before."""
+        """The newest checkpoint that loads, or None if there is none.
+
+        A damaged newest file (truncated, say) falls back to the one before, with a warning on
+        stderr.
+
+        Raises:
+            L2LError: a checkpoint holds anything but tensors and plain data (see
+                :func:`safe_torch_load`), or every checkpoint is damaged.
+        """
+        damaged: list[tuple[Path, str]] = []
         for path in reversed(self.checkpoints()):
             try:
-                return torch.load(path, map_location="cpu", weights_only=False)
-            except Exception:  # a damaged file must not hide an older good one
+                state = safe_torch_load(path)
+            except L2LError:
+                raise
+            except Exception as exc:  # torch raises many types for a damaged file
+                damaged.append((path, _first_sentence(exc)))
                 continue
+            if damaged:
+                names = ", ".join(p.name for p, _ in damaged)
+                print(f"warning: skipping damaged checkpoint(s) {names} ({damaged[0][1]}); resuming "
+                      f"from the older {path.name}", file=sys.stderr)
+            return state
+        if damaged:
+            names = ", ".join(str(p) for p, _ in damaged)
+            raise L2LError(f"cannot resume {self.path}: every checkpoint is damaged ({names}: "
+                           f"{damaged[0][1]}); restore them from a backup, or delete them to start "
+                           "the run over with --resume")
         return None
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> None:
         write_json(self.metrics_path, _plain(metrics))
+
+
+def safe_torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` of a file that may come from anyone: tensors and plain data only.
+
+    ``weights_only=True`` makes torch's unpickler refuse every class and function reference, so
+    a planted ``__reduce__`` payload is never called. This turns that refusal into a one-line
+    error; a damaged file (truncated, zero-filled) raises torch's own exception, for the caller
+    to word.
+
+    Raises:
+        L2LError: the file is a well-formed pickle that asks for more than tensors and plain
+            data (a class or function reference, say).
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # Damaged bytes are refused by the same unpickler ("Unsupported operand 0" for zeros):
+        # only a pickle that parses to its end was written to be refused.
+        if "Weights only load failed" not in str(exc) or not _parses(Path(path)):
+            raise
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f"a reference to {found.group(1)}" if found else "opcodes torch's safe loader refuses"
+        raise L2LError(f"refusing to load {path}: its pickle holds {what} (an l2l_gail file holds only "
+                       "tensors and plain data), and unpickling it could run code; use only files "
+                       "written by l2l_gail that come from a source you trust") from exc
+
+
+def _parses(path: Path) -> bool:
+    """Whether the pickle of a torch file (``data.pkl`` in its zip, else the file itself) is
+    well formed; read with :mod:`pickletools`, which never executes it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl")
+            data = archive.read(name)
+    except (zipfile.BadZipFile, StopIteration):
+        data = path.read_bytes()  # torch's legacy format: a sequence of pickles
+    try:
+        for _ in pickletools.genops(data):
+            pass
+    except Exception:  # pickletools raises ValueError and others for malformed bytes
+        return False
+    return True
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The first sentence of an exception's message (torch's run to a paragraph)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0].split(". ")[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def global_rng_state() -> dict[str, Any]:
+    """The torch, numpy and python global RNG states, as tensors and plain data.
+
+    numpy's legacy state holds an array: its 624 words are stored as a list so that the
+    checkpoint loads with ``weights_only=True``.
+    """
+    _, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"key": np.asarray(key).tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                      "gauss": float(gauss)},
+            "python": random.getstate()}
+
+
+def set_global_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore :func:`global_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", np.asarray(n["key"], dtype=np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    random.setstate(state["python"])
