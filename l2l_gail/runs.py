@@ -10,17 +10,27 @@ A training command writes ``<root>/<mode>/<name>/`` holding
 Names that collide are refused rather than overwritten, and every file is written to a
 temporary sibling and renamed into place, so an interrupted write never destroys the last
 good copy.
+
+Checkpoints hold only tensors and plain data (dicts, lists, tuples, strings, numbers), and are
+read with ``torch.load(weights_only=True)``: a file that asks the unpickler for anything else
+(a planted ``__reduce__`` payload) is refused instead of run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import pickletools
+import random
 import re
+import sys
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -170,13 +180,107 @@ class RunDir:
         return ckpts[-1] if ckpts else None
 
     def load_latest(self) -> dict[str, Any] | None:
-        """The newest checkpoint that loads; a truncated newest file falls back to the one before."""
+        """The newest checkpoint that loads, or None if there is none.
+
+        A damaged newest file (truncated, say) falls back to the one before, with a warning on
+        stderr.
+
+        Raises:
+            L2LError: a checkpoint holds anything but tensors and plain data (see
+                :func:`safe_torch_load`), or every checkpoint is damaged.
+        """
+        damaged: list[tuple[Path, str]] = []
         for path in reversed(self.checkpoints()):
             try:
-                return torch.load(path, map_location="cpu", weights_only=False)
-            except Exception:  # a damaged file must not hide an older good one
+                state = safe_torch_load(path)
+            except L2LError:
+                raise
+            except Exception as exc:  # torch raises many types for a damaged file
+                damaged.append((path, _first_sentence(exc)))
                 continue
+            if damaged:
+                names = ", ".join(p.name for p, _ in damaged)
+                print(f"warning: skipping damaged checkpoint(s) {names} ({damaged[0][1]}); resuming "
+                      f"from the older {path.name}", file=sys.stderr)
+            return state
+        if damaged:
+            names = ", ".join(str(p) for p, _ in damaged)
+            raise L2LError(f"cannot resume {self.path}: every checkpoint is damaged ({names}: "
+                           f"{damaged[0][1]}); restore them from a backup, or delete them to start "
+                           "the run over with --resume")
         return None
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> None:
         write_json(self.metrics_path, _plain(metrics))
+
+
+def safe_torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` of a file that may come from anyone: tensors and plain data only.
+
+    ``weights_only=True`` makes torch's unpickler refuse every class and function reference, so
+    a planted ``__reduce__`` payload is never called. This turns that refusal into a one-line
+    error; a damaged file (truncated, zero-filled) raises torch's own exception, for the caller
+    to word.
+
+    Raises:
+        L2LError: the file is a well-formed pickle that asks for more than tensors and plain
+            data (a class or function reference, say).
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # Damaged bytes are refused by the same unpickler ("Unsupported operand 0" for zeros):
+        # only a pickle that parses to its end was written to be refused.
+        if "Weights only load failed" not in str(exc) or not _parses(Path(path)):
+            raise
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f"a reference to {found.group(1)}" if found else "opcodes torch's safe loader refuses"
+        raise L2LError(f"refusing to load {path}: its pickle holds {what} (an l2l_gail file holds only "
+                       "tensors and plain data), and unpickling it could run code; use only files "
+                       "written by l2l_gail that come from a source you trust") from exc
+
+
+def _parses(path: Path) -> bool:
+    """Whether the pickle of a torch file (``data.pkl`` in its zip, else the file itself) is
+    well formed; read with :mod:`pickletools`, which never executes it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl")
+            data = archive.read(name)
+    except (zipfile.BadZipFile, StopIteration):
+        data = path.read_bytes()  # torch's legacy format: a sequence of pickles
+    try:
+        for _ in pickletools.genops(data):
+            pass
+    except Exception:  # pickletools raises ValueError and others for malformed bytes
+        return False
+    return True
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The first sentence of an exception's message (torch's run to a paragraph)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0].split(". ")[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def global_rng_state() -> dict[str, Any]:
+    """The torch, numpy and python global RNG states, as tensors and plain data.
+
+    numpy's legacy state holds an array: its 624 words are stored as a list so that the
+    checkpoint loads with ``weights_only=True``.
+    """
+    _, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"key": np.asarray(key).tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                      "gauss": float(gauss)},
+            "python": random.getstate()}
+
+
+def set_global_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore :func:`global_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", np.asarray(n["key"], dtype=np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    random.setstate(state["python"])

@@ -4,12 +4,18 @@ Experts cannot be downloaded on machines without internet, so this project train
 (``l2l expert train``), rolls them out into demonstrations (``l2l expert collect``, see
 :mod:`l2l_gail.gail.demos`) and ships both. Training is long (CPU hours for the locomotion
 tasks), so it checkpoints the model and the replay buffer atomically and resumes from them.
+
+The resume checkpoint (``checkpoints/step_<n>.pt``) holds state dicts, tensors and plain data
+only, and loads with ``weights_only=True``: an SB3 zip would be unpickled (cloudpickle) and its
+replay-buffer file too. The SB3 zips written beside it (``model.zip``, ``best_model.zip``) are
+policies for ``l2l expert collect``, never read by ``--resume``.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +27,16 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.save_util import recursive_getattr
 
 from l2l_gail.errors import L2LError
 from l2l_gail.gail.tasks import TaskSpec
-from l2l_gail.runs import RunDir, atomic_write, write_json
+from l2l_gail.runs import RunDir, atomic_write, global_rng_state, set_global_rng_state, write_json
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "td3": TD3, "ppo": PPO}
 MODEL_FILE = "model.zip"
-BUFFER_FILE = "replay_buffer.pkl"
 BEST_FILE = "best_model.zip"
+OLD_BUFFER_FILE = "replay_buffer.pkl"  # the pickled replay buffer of checkpoints before step_<n>.pt
 
 
 def build_expert(task: TaskSpec, env: Any, seed: int, tb_dir: Path | None) -> BaseAlgorithm:
@@ -105,11 +112,62 @@ def save_model(model: BaseAlgorithm, path: Path) -> None:
 
 
 def save_checkpoint(model: BaseAlgorithm, run: RunDir, history: list[dict[str, float]]) -> None:
-    """Model, replay buffer (off-policy) and evaluation history, each written atomically."""
+    """The resume state (:func:`checkpoint_state`), the latest policy as an SB3 zip (for
+    ``l2l expert collect``) and the evaluation history as JSON, each written atomically.
+
+    Only the newest resume state is kept: with the replay buffer it is hundreds of MB.
+    """
+    run.save_checkpoint(checkpoint_state(model, history), model.num_timesteps, keep=1)
     save_model(model, run.checkpoints_dir / MODEL_FILE)
-    if isinstance(model, OffPolicyAlgorithm):
-        atomic_write(run.checkpoints_dir / BUFFER_FILE, lambda tmp: model.save_replay_buffer(tmp))
     write_json(run.checkpoints_dir / "history.json", history)
+
+
+def checkpoint_state(model: BaseAlgorithm, history: list[dict[str, float]]) -> dict[str, Any]:
+    """What :func:`restore_checkpoint` needs to continue training ``model``, as tensors and plain
+    data: the state dicts SB3's own ``save`` writes, the counters that schedule updates (TD3's
+    delayed policy updates count ``_n_updates``), the recent episodes behind the logged rollout
+    means, the replay buffer of off-policy learners, the global RNG states and ``history``.
+
+    The environments are not saved: training resumes at the start of a new episode.
+    """
+    _, variables = model._get_torch_save_params()
+    state: dict[str, Any] = {
+        "parameters": model.get_parameters(),
+        "variables": {name: recursive_getattr(model, name).detach().clone() for name in variables},
+        "counters": {"num_timesteps": model.num_timesteps, "n_updates": model._n_updates,
+                     "episode_num": model._episode_num},
+        # Monitor's episode records hold numpy scalars: stored as floats
+        "episodes": [{k: float(v) for k, v in info.items()} for info in model.ep_info_buffer or ()],
+        "successes": [bool(x) for x in model.ep_success_buffer or ()],
+        "history": history,
+        "rng": global_rng_state(),
+    }
+    buffer = model.replay_buffer if isinstance(model, OffPolicyAlgorithm) else None
+    if buffer is not None:
+        state["replay_buffer"] = {
+            "arrays": {k: torch.from_numpy(v) for k, v in vars(buffer).items() if isinstance(v, np.ndarray)},
+            "pos": buffer.pos, "full": buffer.full}
+    return state
+
+
+def restore_checkpoint(model: BaseAlgorithm, state: Mapping[str, Any]) -> list[dict[str, float]]:
+    """Load :func:`checkpoint_state` into ``model`` freshly built by :func:`build_expert` with the
+    same task; returns the evaluation history."""
+    model.set_parameters(state["parameters"], exact_match=True, device=model.device)
+    for name, value in state["variables"].items():
+        recursive_getattr(model, name).data.copy_(value)
+    model.num_timesteps = int(state["counters"]["num_timesteps"])
+    model._n_updates = int(state["counters"]["n_updates"])
+    model._episode_num = int(state["counters"]["episode_num"])
+    model.ep_info_buffer = deque(state["episodes"], maxlen=model._stats_window_size)
+    model.ep_success_buffer = deque(state["successes"], maxlen=model._stats_window_size)
+    buffer = model.replay_buffer if isinstance(model, OffPolicyAlgorithm) else None
+    if buffer is not None:
+        for key, value in state["replay_buffer"]["arrays"].items():
+            getattr(buffer, key)[...] = value.numpy()
+        buffer.pos, buffer.full = int(state["replay_buffer"]["pos"]), bool(state["replay_buffer"]["full"])
+    set_global_rng_state(state["rng"])
+    return list(state["history"])
 
 
 def train_expert(task: TaskSpec, run: RunDir, *, seed: int, timesteps: int | None = None,
@@ -130,14 +188,14 @@ def train_expert(task: TaskSpec, run: RunDir, *, seed: int, timesteps: int | Non
     total = int(timesteps or task.expert["timesteps"])
     history: list[dict[str, float]] = []
     ckpt = run.checkpoints_dir / MODEL_FILE
-    if resume and ckpt.is_file():
-        model = ALGOS[task.expert["algo"]].load(ckpt, env=env, tensorboard_log=str(run.tb_dir))
-        if isinstance(model, OffPolicyAlgorithm) and (run.checkpoints_dir / BUFFER_FILE).is_file():
-            model.load_replay_buffer(run.checkpoints_dir / BUFFER_FILE)
-        hist_file = run.checkpoints_dir / "history.json"
-        history = json.loads(hist_file.read_text()) if hist_file.is_file() else []
-    else:
-        model = build_expert(task, env, seed, run.tb_dir)
+    model = build_expert(task, env, seed, run.tb_dir)
+    if resume and (state := run.load_latest()) is not None:
+        history = restore_checkpoint(model, state)
+    elif resume and ckpt.is_file():
+        raise L2LError(f"cannot resume {run.path}: it has a {MODEL_FILE} but no step_*.pt, the "
+                       f"checkpoint of an older l2l_gail ({MODEL_FILE} and {OLD_BUFFER_FILE}), which "
+                       "--resume no longer unpickles; start a new --name (its best_model.zip remains "
+                       f"a usable policy), or delete {ckpt} to train this run from the start")
     done = model.num_timesteps
     stop_at = float(task.expert["threshold"] if target_return is None else target_return)
     stopped = bool(history) and history[-1]["mean_return"] >= stop_at

@@ -60,7 +60,7 @@ from l2l_gail.gail.trainer import (
     L2LGAILTrainer,
     LookaheadPolicyOptimizer,
 )
-from l2l_gail.runs import RunDir, atomic_write
+from l2l_gail.runs import RunDir, atomic_write, global_rng_state, set_global_rng_state
 
 METHODS = ("gail", "gail-gp", "l2l-gail")
 L2L_TARGETS = ("discriminator", "policy", "both")
@@ -309,7 +309,12 @@ def learned_optimizers(trainer: GAILTrainer) -> dict[str, UpdateRule]:
 
 # ----------------------------------------------------------------------------- checkpoints
 def trainer_state(trainer: GAILTrainer) -> dict[str, Any]:
-    """Every piece of training state that is not rebuilt identically by :func:`build`."""
+    """Every piece of training state that is not rebuilt identically by :func:`build`, as
+    tensors and plain data (a checkpoint loads with ``weights_only=True``).
+
+    The replay buffer's ``infos`` (an object array of dicts) are left out: the discriminator
+    reads only observations, actions, next observations and dones.
+    """
     gen = trainer.gen_algo
     buffer = trainer._gen_replay_buffer._buffer
     state: dict[str, Any] = {
@@ -318,12 +323,12 @@ def trainer_state(trainer: GAILTrainer) -> dict[str, Any]:
         "ppo": {"num_timesteps": gen.num_timesteps, "n_updates": gen._n_updates},
         "discriminator": trainer._reward_net.state_dict(),
         "disc_optimizer": trainer._disc_opt.state_dict(),
-        "replay_buffer": {"arrays": {k: v.copy() for k, v in buffer._arrays.items()},
+        "replay_buffer": {"arrays": {k: torch.from_numpy(v.copy()) for k, v in buffer._arrays.items()
+                                     if v.dtype != object},
                           "idx": buffer._idx, "n_data": buffer._n_data},
         "imitation": {"global_step": trainer._global_step, "disc_step": trainer._disc_step},
         "expert_rng": trainer.rng.bit_generator.state,
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                "python": random.getstate()},
+        "rng": global_rng_state(),
     }
     if isinstance(trainer, L2LGAILTrainer):
         state["meta_optimizer"] = trainer.meta_opt.state_dict()
@@ -341,16 +346,14 @@ def load_trainer_state(trainer: GAILTrainer, state: Mapping[str, Any]) -> None:
     trainer._disc_opt.load_state_dict(state["disc_optimizer"])
     buffer = trainer._gen_replay_buffer._buffer
     for key, value in state["replay_buffer"]["arrays"].items():
-        buffer._arrays[key][...] = value
+        buffer._arrays[key][...] = value.numpy()
     buffer._idx, buffer._n_data = state["replay_buffer"]["idx"], state["replay_buffer"]["n_data"]
     trainer._global_step = state["imitation"]["global_step"]
     trainer._disc_step = state["imitation"]["disc_step"]
     trainer.rng.bit_generator.state = state["expert_rng"]
     if isinstance(trainer, L2LGAILTrainer):
         trainer.meta_opt.load_state_dict(state["meta_optimizer"])
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
-    random.setstate(state["rng"]["python"])
+    set_global_rng_state(state["rng"])
 
 
 def start_segment(trainer: GAILTrainer, seed: int, segment: int) -> None:

@@ -20,7 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from l2l_gail.errors import L2LError
-from l2l_gail.runs import RunDir, atomic_write
+from l2l_gail.runs import RunDir, atomic_write, safe_torch_load
 from l2l_gail.vision.attacks import PGD
 from l2l_gail.vision.data import ImageData, batches, load_dataset
 from l2l_gail.vision.evaluate import evaluate
@@ -266,7 +266,9 @@ def load_classifier(path: Path, device: torch.device | str = "cpu",
     if not path.is_file():
         raise L2LError(f"no checkpoint at {path}: pass a run directory or its model.pt")
     try:
-        blob = torch.load(path, map_location=device, weights_only=False)
+        blob = safe_torch_load(path, map_location=device)
+    except L2LError:
+        raise
     except Exception as exc:
         raise L2LError(f"cannot read checkpoint {path} ({type(exc).__name__}); it is damaged or not "
                        "an l2l vision checkpoint") from exc
