@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import pickletools
 import random
 import re
 import sys
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,7 @@ import numpy as np
 import torch
 import yaml
 
-from l2l_gail.core.files import atomic_write
+from l2l_gail.core.files import atomic_write, safe_torch_load
 from l2l_gail.errors import L2LError
 
 DEFAULT_ROOT = Path(os.environ.get("L2L_RUNS", "runs"))
@@ -212,49 +209,6 @@ class RunDir:
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> None:
         write_json(self.metrics_path, _plain(metrics))
-
-
-def safe_torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` of a file that may come from anyone: tensors and plain data only.
-
-    ``weights_only=True`` makes torch's unpickler refuse every class and function reference, so
-    a planted ``__reduce__`` payload is never called. This turns that refusal into a one-line
-    error; a damaged file (truncated, zero-filled) raises torch's own exception, for the caller
-    to word.
-
-    Raises:
-        L2LError: the file is a well-formed pickle that asks for more than tensors and plain
-            data (a class or function reference, say).
-    """
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # Damaged bytes are refused by the same unpickler ("Unsupported operand 0" for zeros):
-        # only a pickle that parses to its end was written to be refused.
-        if "Weights only load failed" not in str(exc) or not _parses(Path(path)):
-            raise
-        found = re.search(r"GLOBAL (\S+)", str(exc))
-        what = f"a reference to {found.group(1)}" if found else "opcodes torch's safe loader refuses"
-        raise L2LError(f"refusing to load {path}: its pickle holds {what} (an l2l_gail file holds only "
-                       "tensors and plain data), and unpickling it could run code; use only files "
-                       "written by l2l_gail that come from a source you trust") from exc
-
-
-def _parses(path: Path) -> bool:
-    """Whether the pickle of a torch file (``data.pkl`` in its zip, else the file itself) is
-    well formed; read with :mod:`pickletools`, which never executes it."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            name = next(n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl")
-            data = archive.read(name)
-    except (zipfile.BadZipFile, StopIteration):
-        data = path.read_bytes()  # torch's legacy format: a sequence of pickles
-    try:
-        for _ in pickletools.genops(data):
-            pass
-    except Exception:  # pickletools raises ValueError and others for malformed bytes
-        return False
-    return True
 
 
 def _first_sentence(exc: BaseException) -> str:

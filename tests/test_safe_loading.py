@@ -168,3 +168,14 @@ def test_expert_resume_refuses_an_old_sb3_checkpoint(tmp_path: Path) -> None:
         expert.train_expert(task, RunDir(tmp_path / "run", {"expert": task.expert}, resume=True), seed=0,
                             resume=True, progress=False)
 
+
+
+def test_a_planted_learned_optimizer_file_is_refused(tmp_path: Path) -> None:
+    from l2l_gail.core import LearnedOptimizer
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "phi.pt"
+    plant(path, marker)
+    with pytest.raises(L2LError, match="refusing to load"):
+        LearnedOptimizer([torch.nn.Parameter(torch.zeros(2))], learned=path)
+    assert not marker.exists()

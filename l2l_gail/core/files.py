@@ -1,17 +1,25 @@
-"""Atomic file writes: an interrupted write never destroys the last good copy.
+"""Safe file I/O: atomic writes (an interrupted write never destroys the last good copy) and
+weights-only loads (a file from anyone is never run).
 
 Lives in the core so that the core (which saves learned rules) imports nothing from the rest of
-the package; :mod:`l2l_gail.runs` re-exports it for the run directories.
+the package; :mod:`l2l_gail.runs` re-exports both for the run directories.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import pickle
+import pickletools
+import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from l2l_gail.errors import L2LError
 
@@ -90,3 +98,46 @@ def _write_failure(exc: BaseException, folder: Path) -> tuple[str, bool] | None:
             return f"the disk is full ({free / 2**20:.1f} MiB free; torch: {first})", True
         return f"torch could not write the file ({first})", False
     return None
+
+
+def safe_torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` of a file that may come from anyone: tensors and plain data only.
+
+    ``weights_only=True`` makes torch's unpickler refuse every class and function reference, so
+    a planted ``__reduce__`` payload is never called. This turns that refusal into a one-line
+    error; a damaged file (truncated, zero-filled) raises torch's own exception, for the caller
+    to word.
+
+    Raises:
+        L2LError: the file is a well-formed pickle that asks for more than tensors and plain
+            data (a class or function reference, say).
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # Damaged bytes are refused by the same unpickler ("Unsupported operand 0" for zeros):
+        # only a pickle that parses to its end was written to be refused.
+        if "Weights only load failed" not in str(exc) or not _parses(Path(path)):
+            raise
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f"a reference to {found.group(1)}" if found else "opcodes torch's safe loader refuses"
+        raise L2LError(f"refusing to load {path}: its pickle holds {what} (an l2l_gail file holds only "
+                       "tensors and plain data), and unpickling it could run code; use only files "
+                       "written by l2l_gail that come from a source you trust") from exc
+
+
+def _parses(path: Path) -> bool:
+    """Whether the pickle of a torch file (``data.pkl`` in its zip, else the file itself) is
+    well formed; read with :mod:`pickletools`, which never executes it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl")
+            data = archive.read(name)
+    except (zipfile.BadZipFile, StopIteration):
+        data = path.read_bytes()  # torch's legacy format: a sequence of pickles
+    try:
+        for _ in pickletools.genops(data):
+            pass
+    except Exception:  # pickletools raises ValueError and others for malformed bytes
+        return False
+    return True

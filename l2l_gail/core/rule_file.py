@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 import torch
 
-from l2l_gail.core.files import atomic_write
+from l2l_gail.core.files import atomic_write, safe_torch_load
 from l2l_gail.errors import L2LError
 
 if TYPE_CHECKING:
@@ -149,8 +149,10 @@ def load(path: Path, *, expected: type[R], config: Any = None) -> R:
             "with `l2l meta train`"
         )
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling failure means a damaged file
+        payload = safe_torch_load(path)
+    except L2LError:
+        raise  # a planted file: refused with its own message
+    except Exception as exc:  # any other unpickling failure means a damaged file
         raise L2LError(
             f"{path} is not a readable learned-optimizer file ({type(exc).__name__}): "
             "it is truncated or corrupted; re-save or re-train it"
