@@ -2,6 +2,10 @@
 
 Each subcommand parses its options here and calls into its mode; every
 :class:`~l2l_gail.errors.L2LError` becomes a one-line ``error: ...`` message and exit status 2.
+
+Start-up stays fast (``l2l --help`` must not wait for torch): this module imports no mode. Each
+mode in :data:`MODES` adds its commands when it is the one asked for, and each handler imports
+what it runs when called.
 """
 
 from __future__ import annotations
@@ -15,23 +19,45 @@ import sys
 import textwrap
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from l2l_gail import __version__
 from l2l_gail.errors import L2LError
 
 Handler = Callable[[argparse.Namespace], int | None]
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keep the description's line breaks and append each option's default to its help."""
+class _Formatter(argparse.HelpFormatter):
+    """Append each option's default to its help.
+
+    Every default is shown, falsy ones included (``--seed 0``); a ``--flag/--no-flag`` pair shows
+    the form that is on by default. Not shown: plain on/off flags (off unless given), ``None``
+    and empty defaults (the help text says what happens then), and help that already names a
+    default.
+    """
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.required or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in text or action.required:
+            return text
+        if isinstance(action, argparse.BooleanOptionalAction):
+            return f"{text} (default: {action.option_strings[0 if action.default else 1]})"
+        default = action.default
+        if (action.nargs == 0 or default is None or default is argparse.SUPPRESS
+                or (isinstance(default, list | dict | tuple) and not default)):
             return text
         return text + " (default: %(default)s)"
+
+    # Wrap at spaces only: breaking after hyphens splits names such as --no-second-order.
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent,
+                             subsequent_indent=indent, break_on_hyphens=False)
 
 
 def _sub(subparsers: argparse._SubParsersAction, name: str, help_: str, handler: Handler,
@@ -42,22 +68,28 @@ def _sub(subparsers: argparse._SubParsersAction, name: str, help_: str, handler:
     return parser
 
 
-def _mode(subparsers: argparse._SubParsersAction, name: str, help_: str,
-          description: str) -> argparse._SubParsersAction:
-    """Add the mode ``l2l <name>`` and return the action its commands are added to."""
-    mode = subparsers.add_parser(name, help=help_, description=description, formatter_class=_Formatter)
+def _commands(mode: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """The action the commands of ``mode`` (``l2l <mode> COMMAND``) are added to."""
     return mode.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
 
-def _add_run_options(parser: argparse.ArgumentParser, default_name: str | None = None) -> None:
-    parser.add_argument("--name", default=default_name,
-                        help="run name: results go to RUNS_DIR/<mode>/<name>/ (refused if it exists)")
+def _add_run_options(parser: argparse.ArgumentParser, default_name: str) -> None:
+    """``--name`` (``default_name`` describes its default), ``--runs-dir``, ``--resume``, ``--seed``
+    and ``--no-progress``: the options of every command that writes a run directory."""
+    parser.add_argument("--name", default=None,
+                        help="run name: results go to RUNS_DIR/<mode>/<name>/ (refused if it exists; "
+                        f"default: {default_name})")
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help="root of all run directories (default: $L2L_RUNS or ./runs)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in RUNS_DIR/<mode>/<name>/ from its last checkpoint")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+TASK_HELP = "task name: a file <task>.yaml in the task directory ($L2L_TASKS_DIR, else envs/)"
+DATA_HELP = ("demonstrations directory (default: $L2L_EXPERT_DATA, else expert_data/ of the source "
+             "checkout, else the copy installed with the package)")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -72,11 +104,16 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *,
-                          skip: Sequence[str] = ()) -> None:
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *, skip: Sequence[str] = (),
+                          choices: Mapping[str, Sequence[str]] | None = None) -> None:
     """One ``--option`` per field of the configuration dataclass ``cls``, documented by the
-    field's docstring, so the configuration and its ``--help`` cannot drift apart."""
+    field's docstring, so the configuration and its ``--help`` cannot drift apart.
+
+    ``choices`` maps a field to the names it accepts, shown in ``--help`` as ``{a,b,c}``; the
+    configuration's own ``validate`` still checks them, so API and command line give one error.
+    """
     docs = field_docs(cls)
+    choices = choices or {}
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or f.default is dataclasses.MISSING:
@@ -90,7 +127,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *,
         if typ is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
         elif typ in (int, float, str):
-            parser.add_argument(flag, type=typ, default=f.default, dest=f.name, help=help_)
+            metavar = "{" + ",".join(choices[f.name]) + "}" if f.name in choices else None
+            parser.add_argument(flag, type=typ, default=f.default, dest=f.name, help=help_, metavar=metavar)
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
@@ -146,18 +184,20 @@ def _vision_eval(args: argparse.Namespace) -> None:
         print(f"written {args.output}")
 
 
-def _add_vision(subparsers: argparse._SubParsersAction) -> None:
+def _add_vision(mode: argparse.ArgumentParser) -> None:
+    from l2l_gail.vision.data import DATASETS
+    from l2l_gail.vision.methods import METHODS
+    from l2l_gail.vision.models import MODELS
     from l2l_gail.vision.train import VisionConfig
 
-    sub = _mode(subparsers, "vision", "adversarial training of image classifiers",
-                "Adversarial training with a learned attacker "
-                "(Jiang et al., arXiv 1811.01213) and its baselines.")
+    sub = _commands(mode)
     train = _sub(sub, "train", "train a classifier with one method", _vision_train,
                  "Train a classifier. Methods: standard, fgsm-rs (Wong et al. 2020), pgd (Madry et "
                  "al. 2018), trades (Zhang et al. 2019), l2l-naive, l2l-grad, l2l-2step, l2l-kstep "
                  "(learned attacker, 1811.01213). Writes RUNS_DIR/vision/<name>/.")
-    add_dataclass_options(train, VisionConfig, skip=("seed",))
-    _add_run_options(train)
+    add_dataclass_options(train, VisionConfig, skip=("seed",),
+                          choices={"dataset": DATASETS, "model": MODELS, "method": METHODS})
+    _add_run_options(train, "<dataset>-<method>-seed<seed>")
     ev = _sub(sub, "eval", "evaluate a trained classifier under attacks", _vision_eval,
               "Clean accuracy, accuracy under each attack and the per-example worst case, "
               "with the model in eval mode.")
@@ -169,11 +209,13 @@ def _add_vision(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--restarts", type=int, default=1, help="random restarts of PGD and CW")
     ev.add_argument("--autoattack-version", default="standard", choices=("standard", "fast"),
                     help="standard: APGD-CE, APGD-T, FAB-T, Square; fast: APGD-CE and APGD-T only")
-    ev.add_argument("--test-subset", type=int, default=None, help="evaluate the first N test images")
+    ev.add_argument("--test-subset", type=int, default=None,
+                    help="evaluate the first N test images (default: the whole test set)")
     ev.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     ev.add_argument("--data-dir", default=None, help="data directory (default: the training run's)")
     ev.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
-    ev.add_argument("--output", type=Path, default=None, help="also write the results as JSON here")
+    ev.add_argument("--output", type=Path, default=None,
+                    help="also write the results as JSON here (default: print them only)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts")
     ev.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -217,7 +259,7 @@ def _expert_collect(args: argparse.Namespace) -> None:
     from l2l_gail.gail.tasks import load_task
 
     task = load_task(args.task)
-    data_dir = args.data_dir or demos.EXPERT_DATA_DIR
+    data_dir = args.data_dir or demos.writable_data_dir()
     if not args.force:
         demos.refuse_overwrite(task.name, data_dir)  # before any rollout
     policy = args.policy or demos.default_policy(task.name, args.runs_dir, data_dir)
@@ -235,7 +277,7 @@ def _expert_collect(args: argparse.Namespace) -> None:
 def _expert_show(args: argparse.Namespace) -> int:
     from l2l_gail.gail import demos
 
-    data_dir = args.data_dir or demos.EXPERT_DATA_DIR
+    data_dir = demos.existing_data_dir(args.data_dir or demos.EXPERT_DATA_DIR)
     table, statuses = demos.status_table(data_dir)
     print(table)
     failed = [s for s in statuses if not s.ok]
@@ -244,13 +286,11 @@ def _expert_show(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _add_expert(subparsers: argparse._SubParsersAction) -> None:
-    sub = _mode(subparsers, "expert", "train experts and manage demonstrations",
-                "Train MuJoCo experts with stable-baselines3, roll "
-                "them out into demonstrations, and list the shipped ones.")
+def _add_expert(mode: argparse.ArgumentParser) -> None:
+    sub = _commands(mode)
     train = _sub(sub, "train", "train a task's expert (algorithm and budget from envs/<task>.yaml)",
                  _expert_train)
-    train.add_argument("--task", required=True, help="task name (a file envs/<task>.yaml)")
+    train.add_argument("--task", required=True, help=TASK_HELP)
     train.add_argument("--timesteps", type=int, default=None,
                        help="training budget in env steps "
                        "(default: the task file's expert.timesteps)")
@@ -259,30 +299,35 @@ def _add_expert(subparsers: argparse._SubParsersAction) -> None:
                        "file's expert.threshold); with --resume, a higher target continues a run "
                        "that stopped at the threshold")
     train.add_argument("--threads", type=int, default=1, help="torch threads")
-    _add_run_options(train)
+    _add_run_options(train, "the task's name")
     rnd = _sub(sub, "random", "measure a uniform random policy's return (for normalised scores)",
                _expert_random)
-    rnd.add_argument("--task", required=True, help="task name (a file envs/<task>.yaml)")
+    rnd.add_argument("--task", required=True, help=TASK_HELP)
     rnd.add_argument("--episodes", type=int, default=100, help="episodes to average")
     rnd.add_argument("--seed", type=int, default=0, help="seed of the first episode")
-    data_help = "demonstrations directory (default: the repository's expert_data/)"
     col = _sub(sub, "collect", "roll out a task's expert into expert_data/<task>.npz and update "
-               "MANIFEST.json", _expert_collect)
-    col.add_argument("--task", required=True, help="task name (a file envs/<task>.yaml)")
+               "MANIFEST.json", _expert_collect,
+               "Roll out a task's expert into <data dir>/<task>.npz, copy the policy to "
+               "<data dir>/policies/<task>.zip and update <data dir>/MANIFEST.json. The data dir is "
+               "--data-dir, else $L2L_EXPERT_DATA, else expert_data/ of the source checkout; the "
+               "copy a non-editable install puts in site-packages is never written to.")
+    col.add_argument("--task", required=True, help=TASK_HELP)
     col.add_argument("--episodes", type=int, default=50, help="episodes to roll out")
     col.add_argument("--policy", type=Path, default=None,
                      help="expert policy zip (default: RUNS_DIR/expert/<task>/checkpoints/"
-                     "best_model.zip, else model.zip there, else expert_data/policies/<task>.zip)")
+                     "best_model.zip, else model.zip there, else <data dir>/policies/<task>.zip)")
     col.add_argument("--runs-dir", type=Path, default=None,
                      help="root of all run directories (default: $L2L_RUNS or ./runs)")
-    col.add_argument("--data-dir", type=Path, default=None, help=data_help)
+    col.add_argument("--data-dir", type=Path, default=None,
+                     help="demonstrations directory to write (default: $L2L_EXPERT_DATA, else "
+                     "expert_data/ of the source checkout)")
     col.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     col.add_argument("--threads", type=int, default=1, help="torch threads")
     col.add_argument("--force", action="store_true",
                      help="overwrite existing demonstrations of the task")
     show = _sub(sub, "show", "list the demonstrations and verify them against MANIFEST.json "
                 "(exit status 1 if any fails)", _expert_show)
-    show.add_argument("--data-dir", type=Path, default=None, help=data_help)
+    show.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
 
 
 # ----------------------------------------------------------------------------- gail
@@ -297,7 +342,11 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def _parse_key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as a mapping; each value is read as YAML (``[64, 64]``, ``true``,
+    ``null``), then numeric strings such as ``1e-4`` (a string to YAML 1.1) become numbers."""
     import yaml
+
+    from l2l_gail.gail.tasks import coerce_value
 
     values: dict[str, Any] = {}
     for pair in pairs:
@@ -305,7 +354,7 @@ def _parse_key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
         if not sep or not key.strip():
             raise L2LError(f"{flag} takes KEY=VALUE (e.g. {flag} learning_rate=1e-4), got {pair!r}")
         try:
-            values[key.strip()] = yaml.safe_load(raw)
+            values[key.strip()] = coerce_value(yaml.safe_load(raw))
         except yaml.YAMLError as exc:
             raise L2LError(f"{flag} {pair!r}: the value is not valid YAML") from exc
     return values
@@ -336,30 +385,32 @@ def _gail_compare(args: argparse.Namespace) -> None:
     print(f"results: {out.json}\ntable:   {out.markdown}\nplot:    {out.plot}")
 
 
-def _add_gail(subparsers: argparse._SubParsersAction) -> None:
+def _add_gail(mode: argparse.ArgumentParser) -> None:
     from l2l_gail.gail.train import L2L_TARGETS, METHODS, GAILConfig
+    from l2l_gail.gail.trainer import META_OBJECTIVES
 
-    sub = _mode(subparsers, "gail", "GAIL with learned discriminator / policy updates",
-                "GAIL (Ho & Ermon 2016) with an Adam, gradient-penalty "
-                "or learned (L2L) discriminator update, and stability comparisons.")
+    sub = _commands(mode)
     train = _sub(sub, "train", "train one method on one task for several seeds", _gail_train,
                  "Train GAIL with a PPO generator on a task's shipped demonstrations. Methods: gail "
                  "(Adam discriminator), gail-gp (+ gradient penalty, Gulrajani et al. 2017 / Kostrikov "
                  "et al. 2019), l2l-gail (learned optimizer trained online on held-out discriminator "
                  "loss). Hyper-parameters come from envs/<task>.yaml; the options below override them. "
                  "Runs go to RUNS_DIR/gail/<experiment>/<method>/seed<k>/.")
-    train.add_argument("--task", required=True, help="task name (a file envs/<task>.yaml)")
-    train.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
+    train.add_argument("--task", required=True, help=TASK_HELP)
+    train.add_argument("--method", required=True, metavar="{" + ",".join(METHODS) + "}",
+                       help="the discriminator update: Adam (gail), Adam with a gradient penalty "
+                       "(gail-gp) or a learned optimizer (l2l-gail)")
     train.add_argument("--seeds", default="0", help="comma-separated seeds, one run each")
     train.add_argument("--experiment", default=None,
                        help="experiment name: runs go to RUNS_DIR/gail/<experiment>/ (default: the task)")
-    add_dataclass_options(train, GAILConfig, skip=("task", "method", "seed", "l2l_target"))
+    add_dataclass_options(train, GAILConfig, skip=("task", "method", "seed", "l2l_target"),
+                          choices={"l2l_objective": META_OBJECTIVES})
     train.add_argument("--l2l-target", default="discriminator", choices=L2L_TARGETS,
                        help="l2l-gail: what the learned optimizer steps")
     train.add_argument("--ppo", action="append", default=[], metavar="KEY=VALUE",
-                       help="override one PPO hyper-parameter of the task file (repeatable)")
-    train.add_argument("--data-dir", type=Path, default=None,
-                       help="demonstrations directory (default: the repository's expert_data/)")
+                       help="override one PPO hyper-parameter of the task file's gail.ppo, e.g. "
+                       "learning_rate=1e-4 or net_arch=[64,64] (repeatable; default: none)")
+    train.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
     train.add_argument("--runs-dir", type=Path, default=None,
                        help="root of all run directories (default: $L2L_RUNS or ./runs)")
     train.add_argument("--resume", action="store_true",
@@ -414,46 +465,80 @@ def _meta_apply(args: argparse.Namespace) -> None:
           f"results: {run.metrics_path}")
 
 
-def _add_meta(subparsers: argparse._SubParsersAction) -> None:
+def _add_meta(mode: argparse.ArgumentParser) -> None:
     from l2l_gail.meta.apply import ApplyConfig
-    from l2l_gail.meta.train import MetaConfig
+    from l2l_gail.meta.optimizees import OPTIMIZEES
+    from l2l_gail.meta.train import GRADIENT_SOURCES, TRAIN_ATTACKS, MetaConfig
 
-    sub = _mode(subparsers, "meta", "meta-learned robust optimizer (2008.05247)",
-                "An LSTM optimizer meta-trained on adversarial examples "
-                "(Serban et al., arXiv 2008.05247), then used to train new models on "
-                "clean data only.")
+    sub = _commands(mode)
     train = _sub(sub, "train", "meta-train the learned optimizer on adversarial batches", _meta_train,
                  "Meta-train the coordinatewise LSTM optimizer: fresh optimizees, adversarial (FGSM or "
                  "PGD) batches, truncated BPTT. Writes RUNS_DIR/meta/<name>/ with optimizer.pt.")
-    add_dataclass_options(train, MetaConfig, skip=("seed",))
-    _add_run_options(train)
+    add_dataclass_options(train, MetaConfig, skip=("seed",), choices={
+        "model": OPTIMIZEES, "attack": TRAIN_ATTACKS, "gradient": GRADIENT_SOURCES})
+    _add_run_options(train, "<dataset>-<model>-<attack>-eps<eps>-seed<seed>")
     app = _sub(sub, "apply", "train a new model on clean data with a learned optimizer, then attack it",
                _meta_apply, "Train a model on clean data only with the frozen learned optimizer (no "
                "adversarial example is generated), then evaluate clean, FGSM, PGD-20 and AutoAttack "
                "accuracy. Writes RUNS_DIR/meta-apply/<name>/ with model.pt and metrics.json.")
     app.add_argument("--optimizer", type=Path, required=True,
                      help="learned-optimizer file written by `l2l meta train`")
-    add_dataclass_options(app, ApplyConfig, skip=("seed", "optimizer"))
-    _add_run_options(app)
+    add_dataclass_options(app, ApplyConfig, skip=("seed", "optimizer"), choices={"model": OPTIMIZEES})
+    _add_run_options(app, "<dataset>-<model>-seed<seed>")
 
 
 # ----------------------------------------------------------------------------- main
-def build_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class Mode:
+    """A mode ``l2l <name>``: its help line and description, and the function that adds its
+    commands and options (and imports what they need) to the mode's parser."""
+
+    help: str
+    description: str
+    add: Callable[[argparse.ArgumentParser], None]
+
+
+MODES: dict[str, Mode] = {
+    "vision": Mode("adversarial training of image classifiers",
+                   "Adversarial training with a learned attacker (Jiang et al., arXiv 1811.01213) and "
+                   "its baselines.", _add_vision),
+    "expert": Mode("train experts and manage demonstrations",
+                   "Train MuJoCo experts with stable-baselines3, roll them out into demonstrations, "
+                   "and list the shipped ones.", _add_expert),
+    "meta": Mode("meta-learned robust optimizer (2008.05247)",
+                 "An LSTM optimizer meta-trained on adversarial examples (Serban et al., arXiv "
+                 "2008.05247), then used to train new models on clean data only.", _add_meta),
+    "gail": Mode("GAIL with learned discriminator / policy updates",
+                 "GAIL (Ho & Ermon 2016) with an Adam, gradient-penalty or learned (L2L) "
+                 "discriminator update, and stability comparisons.", _add_gail),
+}
+
+
+def build_parser(modes: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``l2l`` parser with the commands of ``modes`` (default: every mode).
+
+    The other modes appear in ``l2l --help`` but have no commands: adding a mode's commands
+    imports the mode (torch and more), which :func:`main` does only for the mode it runs.
+    """
     parser = argparse.ArgumentParser(
         prog="l2l", formatter_class=_Formatter,
         description="Learned inner optimizers for min-max training: learned attackers for "
         "adversarial training (vision), meta-learned robust optimizers (meta), and L2L-GAIL (gail).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
-    _add_vision(sub)
-    _add_expert(sub)
-    _add_meta(sub)
-    _add_gail(sub)
+    for name, mode in MODES.items():
+        mode_parser = sub.add_parser(name, help=mode.help, description=mode.description,
+                                     formatter_class=_Formatter)
+        if modes is None or name in modes:
+            mode.add(mode_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The mode is the first word that is not an option (`l2l` itself takes only options).
+    parser = build_parser([a for a in argv if not a.startswith("-")][:1])
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)

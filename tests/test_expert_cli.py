@@ -13,6 +13,7 @@ import torch
 
 from l2l_gail.cli import main
 from l2l_gail.gail import demos as D
+from l2l_gail.gail.tasks import INSTALLED
 
 TASK = "inverted-pendulum"
 
@@ -121,3 +122,24 @@ def test_show_on_the_shipped_data(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["expert", "show"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(TASK))
     assert row.split()[-1] == "yes"
+
+
+def test_show_of_a_missing_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["expert", "show", "--data-dir", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'nowhere'} does not exist" in err
+
+
+def test_collect_never_writes_into_an_installed_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Installed from a wheel, the shipped demonstrations live in site-packages: `collect` without
+    --data-dir refuses (before any rollout) and says how to choose a directory."""
+    installed = tmp_path / "site-packages" / "l2l_gail" / "_data" / "expert_data"
+    installed.mkdir(parents=True)
+    monkeypatch.setattr(D, "EXPERT_DATA_DIR", installed)
+    monkeypatch.setattr(D, "EXPERT_DATA_SOURCE", INSTALLED)
+    assert main(["expert", "collect", "--task", TASK, "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(installed) in err
+    assert "--data-dir DIR" in err and f"{D.DATA_ENV}=DIR" in err
+    assert not any(installed.iterdir())

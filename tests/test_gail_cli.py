@@ -56,6 +56,10 @@ def copy_demos(tmp_path: Path, task: str = TASK) -> Path:
     (["--task", TASK, "--method", "gail", "--ppo", "n_steps"], ["--ppo takes KEY=VALUE"]),
     (["--task", TASK, "--method", "gail", "--ppo", "learning_rat=1e-3", "--timesteps", "16384"],
      ["bad PPO hyper-parameter", "learning_rat"]),
+    (["--task", TASK, "--method", "gail", "--ppo", "learning_rate=1e-x"],
+     ["PPO hyper-parameter learning_rate must be a number, got '1e-x'", "--ppo"]),
+    (["--task", TASK, "--method", "gail", "--ppo", "normalize_advantage=2"],
+     ["PPO hyper-parameter normalize_advantage must be true or false, got 2"]),
     (["--task", TASK, "--method", "l2l-gail", "--l2l-init", "/nonexistent/phi.pt"],
      ["--l2l-init /nonexistent/phi.pt: no such file"]),
     (["--task", TASK, "--method", "gail", "--demo-episodes", "500"], ["asked for 500 demonstration"]),
@@ -104,3 +108,21 @@ def test_existing_run_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureF
     assert gail_train(tmp_path, "--task", TASK, "--method", "gail", "--seeds", "1", "--resume",
                       *TINY[:-1], "--gp-coef", "3") == 2
     one_line_error(capsys, "configuration differs", "gp_coef")
+
+
+def test_ppo_values_typed_as_on_the_command_line(tmp_path: Path) -> None:
+    """`--ppo learning_rate=1e-4` (PyYAML reads 1e-4 as a string) trains; the run records numbers."""
+    import yaml
+
+    assert gail_train(tmp_path, "--task", TASK, "--method", "gail", *TINY, "--ppo", "learning_rate=1e-4",
+                      "--ppo", "net_arch=[16, 16]", "--ppo", "target_kl=None") == 0
+    run = tmp_path / "runs" / "gail" / "bad" / "gail" / "seed0"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["ppo"]["learning_rate"] == 1e-4 and isinstance(config["ppo"]["learning_rate"], float)
+    assert config["ppo"]["net_arch"] == [16, 16] and config["ppo"]["target_kl"] is None
+
+
+def test_sb3_validation_failure_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """SB3 checks some values with `assert` (here: a minibatch of one cannot be normalised)."""
+    assert gail_train(tmp_path, "--task", TASK, "--method", "gail", *TINY, "--ppo", "batch_size=1") == 2
+    one_line_error(capsys, "bad PPO hyper-parameter", "batch_size", "--ppo")

@@ -40,10 +40,12 @@ import numpy as np
 from imitation.data.types import TrajectoryWithRew
 
 from l2l_gail.errors import L2LError
-from l2l_gail.gail.tasks import TaskSpec, load_task, task_names
+from l2l_gail.gail.tasks import INSTALLED, TaskSpec, load_task, shipped_dir, task_names
 from l2l_gail.runs import atomic_write, write_json
 
-EXPERT_DATA_DIR = Path(__file__).resolve().parents[2] / "expert_data"
+DATA_ENV = "L2L_EXPERT_DATA"
+# $L2L_EXPERT_DATA, else the checkout's expert_data/, else the installed copy (tasks.shipped_dir).
+EXPERT_DATA_DIR, EXPERT_DATA_SOURCE = shipped_dir("expert_data", DATA_ENV)
 MANIFEST = "MANIFEST.json"
 POLICIES = "policies"
 FLOAT_KEYS = ("obs", "acts", "next_obs", "rews")
@@ -95,6 +97,29 @@ class DemoStatus:
 
 
 # ----------------------------------------------------------------------------- paths & manifest
+def writable_data_dir() -> Path:
+    """Where ``l2l expert collect`` writes when no ``--data-dir`` is given.
+
+    :data:`EXPERT_DATA_DIR` when it comes from ``$L2L_EXPERT_DATA`` or a source checkout. The copy
+    installed with the package (in site-packages) is never written to: a reinstall would silently
+    drop what was added, so the user is asked to choose a directory.
+    """
+    if EXPERT_DATA_SOURCE == INSTALLED:
+        raise L2LError(f"the demonstrations installed with the package ({EXPERT_DATA_DIR}) are not "
+                       f"written to: pass --data-dir DIR or set {DATA_ENV}=DIR (copy {EXPERT_DATA_DIR} "
+                       "there first to keep the shipped tasks)")
+    return EXPERT_DATA_DIR
+
+
+def existing_data_dir(data_dir: Path) -> Path:
+    """``data_dir`` if it is a directory, else a one-line error naming where it came from."""
+    if not Path(data_dir).is_dir():
+        found = f" (from {EXPERT_DATA_SOURCE})" if Path(data_dir) == EXPERT_DATA_DIR else ""
+        raise L2LError(f"demonstrations directory {data_dir}{found} does not exist; pass --data-dir "
+                       f"DIR or set {DATA_ENV}=DIR")
+    return Path(data_dir)
+
+
 def demo_path(task: str, data_dir: Path = EXPERT_DATA_DIR) -> Path:
     """``<data_dir>/<task>.npz``."""
     return Path(data_dir) / f"{task}.npz"

@@ -30,7 +30,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.save_util import recursive_getattr
 
 from l2l_gail.errors import L2LError
-from l2l_gail.gail.tasks import TaskSpec
+from l2l_gail.gail.tasks import TaskSpec, check_kwargs
 from l2l_gail.runs import RunDir, atomic_write, global_rng_state, set_global_rng_state, write_json
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "td3": TD3, "ppo": PPO}
@@ -50,13 +50,15 @@ def build_expert(task: TaskSpec, env: Any, seed: int, tb_dir: Path | None) -> Ba
         n = env.action_space.shape[-1]
         kwargs["action_noise"] = NormalActionNoise(np.zeros(n), noise_std * np.ones(n))
     algo = ALGOS[task.expert["algo"]]
+    check_kwargs(hp, algo.__init__, f"{algo.__name__} hyper-parameter", f"expert.hyperparams of {task.path}")
     try:
         return algo(
             "MlpPolicy", env, seed=seed, verbose=0,
             tensorboard_log=str(tb_dir) if tb_dir else None, **hp, **kwargs,
         )
-    except TypeError as exc:
-        raise L2LError(f"{task.path}: bad expert.hyperparams for {algo.__name__}: {exc}") from exc
+    except (TypeError, ValueError, AssertionError) as exc:  # SB3 validates with assert
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise L2LError(f"{task.path}: bad expert.hyperparams for {algo.__name__}: {reason}") from exc
 
 
 def evaluate(model: BaseAlgorithm, env: Any, episodes: int) -> tuple[float, float]:

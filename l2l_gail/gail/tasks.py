@@ -4,10 +4,22 @@ Each file is the single source of truth for a task: the gymnasium id, how its ex
 and the return it must reach, the measured random-policy return (for normalised scores), and the
 GAIL hyper-parameters. :func:`load_task` validates a file against :data:`SCHEMA` and names the
 offending key on error, so a typo never silently falls back to a default.
+
+Where the task files are (:func:`shipped_dir`, also used for ``expert_data/``): the directory
+named by ``$L2L_TASKS_DIR`` if set, else ``envs/`` of the source checkout this package is
+imported from, else the copy installed with the package (the wheel carries ``envs/`` and
+``expert_data/`` as ``l2l_gail/_data/``; see ``pyproject.toml``). The loaders need real files
+(globs, sha256 checks, ``np.load``), so the search yields a directory, not a resource reader.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+import os
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +28,29 @@ import yaml
 
 from l2l_gail.errors import L2LError
 
-ENVS_DIR = Path(__file__).resolve().parents[2] / "envs"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+CHECKOUT_DIR = PACKAGE_DIR.parent
+INSTALLED_DATA_DIR = PACKAGE_DIR / "_data"
+TASKS_ENV = "L2L_TASKS_DIR"
+CHECKOUT, INSTALLED = "the source checkout", "the installed package"
+
+
+def shipped_dir(name: str, env_var: str) -> tuple[Path, str]:
+    """The directory ``name`` (``envs`` or ``expert_data``) and where it was found.
+
+    In order: ``$<env_var>``; ``<name>/`` beside ``pyproject.toml`` when the package is imported
+    from a source checkout (editable install or ``PYTHONPATH``); the copy in the installed package.
+    The second value says which (``"$L2L_TASKS_DIR"``, :data:`CHECKOUT` or :data:`INSTALLED`).
+    """
+    override = os.environ.get(env_var)
+    if override:
+        return Path(override).expanduser(), f"${env_var}"
+    if (CHECKOUT_DIR / "pyproject.toml").is_file() and (CHECKOUT_DIR / name).is_dir():
+        return CHECKOUT_DIR / name, CHECKOUT
+    return INSTALLED_DATA_DIR / name, INSTALLED
+
+
+ENVS_DIR, ENVS_SOURCE = shipped_dir("envs", TASKS_ENV)
 EXPERT_ALGOS = ("sac", "td3", "ppo")
 
 # key -> type (or nested schema). Keys marked with a trailing "?" are optional.
@@ -84,14 +118,104 @@ def _check(data: Any, schema: dict[str, Any], where: str, source: Path) -> None:
         if isinstance(typ, dict):
             _check(value, typ, f"{where}{key}.", source)
             continue
-        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
-        if typ is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
+        if typ in (int, float):
+            value = data[key] = _number(value, typ, f"{source}: key '{where}{key}'")
+        elif typ is dict and isinstance(value, dict):
+            data[key] = coerce_values(value)
+        elif not isinstance(value, typ):
             raise L2LError(
                 f"{source}: key '{where}{key}' must be {typ.__name__}, got {type(value).__name__} "
                 f"({value!r})"
             )
+
+
+def parse_number(text: str) -> int | float | None:
+    """``text`` as an int or a finite float (``"256"``, ``"3e-4"``, ``"1_000"``), else None.
+
+    YAML 1.1 (PyYAML) reads ``3e-4`` -- no dot, no signed exponent -- as a string, so a task file
+    or ``--ppo`` value written that way arrives here instead of as a float.
+    """
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _number(value: Any, typ: type, what: str) -> int | float:
+    """``value`` as ``typ`` (int or float), accepting numeric strings and integral floats."""
+    number = parse_number(value.strip()) if isinstance(value, str) else value
+    if typ is int and isinstance(number, float) and number.is_integer():
+        number = int(number)
+    allowed = (int,) if typ is int else (int, float)
+    if isinstance(number, bool) or not isinstance(number, allowed):
+        raise L2LError(f"{what} must be {typ.__name__}, got {type(value).__name__} ({value!r})")
+    return float(number) if typ is float else number
+
+
+def coerce_value(value: Any) -> Any:
+    """A hyper-parameter value with numeric strings made numbers (recursively in lists and
+    mappings, e.g. ``net_arch``) and ``"None"`` made None; anything else unchanged."""
+    if isinstance(value, str):
+        if value.strip() in ("None", "none"):
+            return None
+        number = parse_number(value.strip())
+        return value if number is None else number
+    if isinstance(value, list | tuple):
+        return [coerce_value(v) for v in value]
+    if isinstance(value, dict):
+        return coerce_values(value)
+    return value
+
+
+def coerce_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`coerce_value` applied to every value of a mapping."""
+    return {key: coerce_value(value) for key, value in values.items()}
+
+
+_SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+           type(None): "null"}
+
+
+def _accepted(annotation: Any) -> tuple[type, ...] | None:
+    """The plain types (int, float, bool, str, None) an annotated argument accepts, or None
+    when the annotation holds anything a config file cannot check (classes, tuples, ...).
+    A ``Callable`` alternative (an SB3 schedule) is dropped: a config value is never callable."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    accepted: list[type] = []
+    for arg in typing.get_args(annotation) if union else (annotation,):
+        if arg in _SIMPLE:
+            accepted.append(arg)
+        elif not (arg is Callable or typing.get_origin(arg) is Callable):
+            return None
+    return tuple(accepted) or None
+
+
+def check_kwargs(values: Mapping[str, Any], function: Callable[..., Any], what: str, source: str) -> None:
+    """Raise :class:`L2LError` naming the first value whose type ``function``'s annotation rejects
+    (``"<what> <key> must be a number, got '1e-x' (from <source>)"``).
+
+    Catches what a library would otherwise report as a bare ``AssertionError`` or a
+    ``TypeError`` deep in its constructor (e.g. SB3's ``learning_rate="0.0003"``). Unknown names
+    and annotations that are not plain types are left to the library.
+    """
+    parameters = inspect.signature(function).parameters
+    for key, value in values.items():
+        if key not in parameters:
+            continue
+        accepted = _accepted(parameters[key].annotation)
+        if accepted is None:
+            continue
+        ok = isinstance(value, accepted) and not (isinstance(value, bool) and bool not in accepted)
+        if not ok and float in accepted and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            kinds = " or ".join(_SIMPLE[t] for t in accepted)
+            raise L2LError(f"{what} {key} must be {kinds}, got {value!r} (from {source})")
 
 
 def load_task_file(path: Path) -> TaskSpec:
@@ -121,8 +245,18 @@ def load_task_file(path: Path) -> TaskSpec:
 
 
 def task_names(envs_dir: Path = ENVS_DIR) -> list[str]:
-    """Names of the tasks that have a spec file."""
-    return sorted(p.stem for p in Path(envs_dir).glob("*.yaml"))
+    """Names of the tasks that have a spec file.
+
+    Raises:
+        L2LError: when ``envs_dir`` holds no task file, saying where it looked and how to point
+            elsewhere (an empty list would make every task "unknown" without saying why).
+    """
+    names = sorted(p.stem for p in Path(envs_dir).glob("*.yaml"))
+    if not names:
+        found = f" (from {ENVS_SOURCE})" if Path(envs_dir) == ENVS_DIR else ""
+        raise L2LError(f"no task files (*.yaml) in {envs_dir}{found}; set {TASKS_ENV} to a directory "
+                       "of task files such as the repository's envs/")
+    return names
 
 
 def load_task(name: str, envs_dir: Path = ENVS_DIR) -> TaskSpec:

@@ -51,7 +51,7 @@ from l2l_gail.errors import L2LError
 from l2l_gail.gail import demos as demo_files
 from l2l_gail.gail.expert import evaluate, save_model
 from l2l_gail.gail.phi_init import adam_clone
-from l2l_gail.gail.tasks import TaskSpec, load_task
+from l2l_gail.gail.tasks import TaskSpec, check_kwargs, load_task
 from l2l_gail.gail.trainer import (
     L2LPPO,
     META_OBJECTIVES,
@@ -85,27 +85,32 @@ class GAILConfig:
     timesteps: int | None = None
     """generator environment steps (default: the task file's gail.timesteps)"""
     demo_episodes: int | None = None
-    """expert episodes used as demonstrations (default: the task file's)"""
+    """expert episodes used as demonstrations (default: the task file's gail.demo_episodes)"""
     eval_every: int | None = None
-    """evaluate on the true reward and checkpoint every this many environment steps"""
+    """evaluate on the true reward and checkpoint every this many environment steps (default: the
+    task file's gail.eval_every)"""
     eval_episodes: int | None = None
-    """episodes per evaluation"""
+    """episodes per evaluation (default: the task file's gail.eval_episodes)"""
     n_envs: int | None = None
-    """parallel environments of the generator"""
+    """parallel environments of the generator (default: the task file's gail.n_envs)"""
     demo_batch_size: int | None = None
-    """expert transitions per discriminator batch (as many generator ones are added)"""
+    """expert transitions per discriminator batch, as many generator ones are added (default: the
+    task file's gail.demo_batch_size)"""
     gen_replay_buffer_capacity: int | None = None
-    """generator transitions kept for discriminator batches"""
+    """generator transitions kept for discriminator batches (default: the task file's
+    gail.gen_replay_buffer_capacity, else one round's)"""
     n_disc_updates_per_round: int | None = None
-    """discriminator updates after each generator round"""
+    """discriminator updates after each generator round (default: the task file's
+    gail.n_disc_updates_per_round)"""
     disc_lr: float | None = None
-    """discriminator learning rate (Adam's, or the unit of the learned steps)"""
+    """discriminator learning rate: Adam's, or the unit of the learned steps (default: the task
+    file's gail.disc_lr)"""
     gp_coef: float | None = None
-    """gradient-penalty weight of gail-gp"""
+    """gradient-penalty weight of gail-gp (default: the task file's gail.gp_coef)"""
     l2l_target: str = "discriminator"
     """l2l-gail: what the learned optimizer steps: discriminator, policy or both"""
     l2l_init: str | None = None
-    """l2l-gail: start phi from this file (a phi_*.pt of an earlier run) instead of the Adam clone"""
+    """l2l-gail: start phi from this file, a phi_*.pt of an earlier run (default: the Adam clone)"""
     l2l_meta_lr: float = 1e-3
     """l2l-gail: Adam learning rate on phi (online look-ahead)"""
     l2l_meta_every: int = 1
@@ -195,6 +200,7 @@ class GAILConfig:
         if unknown:
             raise L2LError(f"bad PPO hyper-parameter(s) {', '.join(unknown)} (from gail.ppo of the "
                            "task file or --ppo); see stable_baselines3.PPO's arguments")
+        check_kwargs(self.ppo, PPO.__init__, "PPO hyper-parameter", "gail.ppo of the task file or --ppo")
         if self.l2l_init is not None and not Path(self.l2l_init).is_file():
             raise L2LError(f"--l2l-init {self.l2l_init}: no such file; pass a phi_*.pt written "
                            "by an l2l-gail run")
@@ -266,8 +272,10 @@ def build(prepared: Prepared, log_dir: Path) -> GAILTrainer:
     try:
         gen_algo = algo("MlpPolicy", venv, seed=config.seed, verbose=0, device="cpu",
                         policy_kwargs=policy_kwargs, **ppo_kwargs)
-    except TypeError as exc:
-        raise L2LError(f"bad PPO hyper-parameter ({exc}); check gail.ppo in {task.path} and --ppo") from exc
+    except (TypeError, ValueError, AssertionError) as exc:  # SB3 validates with assert
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise L2LError(f"bad PPO hyper-parameter ({reason}); check gail.ppo in {task.path} "
+                       "and --ppo") from exc
     reward_net = BasicRewardNet(venv.observation_space, venv.action_space,
                                 normalize_input_layer=networks.RunningNorm)
     common: dict[str, Any] = {

