@@ -38,6 +38,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import shlex
 import signal
 import sys
 import time
@@ -218,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=min(2, available_cores()),
                         help="runs trained at the same time (one process and one torch thread each)")
     parser.add_argument("--experiment", default=None,
-                        help="experiment name (default: demo-<task>-<timesteps/1000>k); an existing one "
-                             "is resumed")
+                        help="experiment name (default: demo-<task>-<timesteps/1000>k, e.g. "
+                             "demo-halfcheetah-700k); an existing one is resumed")
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help="root of the run directories (default: $L2L_RUNS or ./runs)")
     args = parser.parse_args(argv)
@@ -237,9 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         # Every configuration error surfaces here, before any worker starts.
         prepared = {m: prepare(GAILConfig(task=args.task, method=m, timesteps=args.timesteps))
                     for m in METHODS}
-        experiment = args.experiment or f"demo-{args.task}-{args.timesteps // 1000}k"
+        budget = f"{args.timesteps // 1000}k" if args.timesteps % 1000 == 0 else str(args.timesteps)
+        experiment = args.experiment or f"demo-{args.task}-{budget}"
         root = Path(args.runs_dir or DEFAULT_ROOT) / "gail" / experiment
-        tensorboard = f"{console_script('tensorboard')} --logdir {root}"
+        tensorboard = shlex.join([console_script("tensorboard"), "--logdir", str(root)])
         print(f"GAIL vs L2L-GAIL on {args.task}: {_seeds(len(seeds))} x {args.timesteps:,} steps per method, "
               f"{args.jobs} at a time, in {root}\nwatch the curves live: {tensorboard}", flush=True)
         run_all(prepared, seeds, experiment, args, started)
