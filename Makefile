@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The main job: GAIL and L2L-GAIL on the shipped demonstrations (about 10 minutes on 2 cores).
+# The main job: GAIL vs L2L-GAIL on HalfCheetah, 3 seeds each, two runs at a time (under 10 minutes
+# on 2 free cores after the install; see scripts/demo.py). Re-running resumes or reprints it.
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 

@@ -375,13 +375,13 @@ def _gail_train(args: argparse.Namespace) -> None:
 
 
 def _gail_compare(args: argparse.Namespace) -> None:
-    from l2l_gail.gail.compare import compare
+    from l2l_gail.gail.compare import compare, unfinished_note
 
     methods = [m for m in args.methods.split(",") if m] if args.methods else None
     out = compare(args.experiment, args.output, force=args.force, methods=methods)
     print(out.markdown.read_text(), end="")
-    for run_dir in out.unfinished:
-        print(f"note: {run_dir} is unfinished and left out (continue it with --resume)")
+    if out.unfinished:
+        print(f"note: left out: {unfinished_note(args.experiment, out.unfinished)}")
     print(f"results: {out.json}\ntable:   {out.markdown}\nplot:    {out.plot}")
 
 
@@ -425,7 +425,7 @@ def _add_gail(mode: argparse.ArgumentParser) -> None:
                "20% of rounds. Writes JSON, a markdown table and a PNG plot.")
     cmp.add_argument("experiment", type=Path, help="an experiment directory, RUNS_DIR/gail/<experiment>")
     cmp.add_argument("--output", type=Path, default=None,
-                     help="results JSON (default: results/gail/<task>.json); .md and .png go beside it")
+                     help="results JSON (default: EXPERIMENT/compare.json); .md and .png go beside it")
     cmp.add_argument("--force", action="store_true", help="overwrite existing results")
     cmp.add_argument("--methods", default=None,
                      help="comma-separated methods (run labels) to compare, in this order (default: all)")

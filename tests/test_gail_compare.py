@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import shlex
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +17,8 @@ from scipy.stats import trim_mean
 
 from l2l_gail.cli import main
 from l2l_gail.errors import L2LError
-from l2l_gail.gail.compare import bootstrap_ci, compare, iqm, series_metrics
+from l2l_gail.gail import compare as compare_module
+from l2l_gail.gail.compare import bootstrap_ci, compare, console_script, iqm, series_metrics
 
 
 def test_final_is_the_mean_of_the_last_fifth() -> None:
@@ -92,7 +98,8 @@ def test_compare_writes_json_table_and_plot(experiment: Path, tmp_path: Path,
     for path in (output, output.with_suffix(".md"), output.with_suffix(".png")):
         assert path.is_file() and str(path) in out
     assert output.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
-    assert "gail-gp/seed1 is unfinished" in out
+    assert "note: left out: gail-gp/seed1 (no checkpoint yet) is unfinished; resume with `" in out
+    assert "gail train --task hopper --method gail-gp --seeds 1 --experiment bench --runs-dir " in out
     summary = json.loads(output.read_text())
     assert (summary["task"], summary["timesteps"], summary["seeds"], summary["n_demos"]) == (
         "hopper", 5000, [0, 1, 2], 25)
@@ -164,4 +171,107 @@ def test_compare_a_subset_of_methods_in_the_given_order(experiment: Path, tmp_pa
     assert list(json.loads(output.read_text())["methods"]) == ["l2l-gail", "gail"]
     assert main(["gail", "compare", str(experiment), "--output", str(tmp_path / "x.json"),
                  "--methods", "gail,nosuch"]) == 2
-    assert "no finished runs of nosuch" in capsys.readouterr().err
+    assert capsys.readouterr().err == (f"error: no runs of nosuch under {experiment} (methods with runs "
+                                       "there: gail, gail-gp, l2l-gail)\n")
+
+
+def test_compare_writes_beside_the_experiment_by_default(experiment: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped = tmp_path / "shipped"  # stands in for the source tree's results/gail/
+    shipped.mkdir()
+    monkeypatch.setattr(compare_module, "RESULTS_DIR", shipped)
+    assert main(["gail", "compare", str(experiment)]) == 0
+    for suffix in (".json", ".md", ".png"):
+        assert (experiment / f"compare{suffix}").is_file()
+    assert not any(shipped.iterdir())
+    with pytest.raises(L2LError, match=r"compare\.json exists: pass --force"):
+        compare(experiment)  # a second comparison does not overwrite the first unless asked
+
+
+def unfinished_run(root: Path, method: str, seed: int, *, checkpoint_step: int | None = None,
+                   **options: Any) -> Path:
+    """An interrupted `l2l gail train` run: its resolved config.yaml and maybe a checkpoint."""
+    from l2l_gail.gail.tasks import load_task
+    from l2l_gail.gail.train import GAILConfig
+
+    config = GAILConfig(task="inverted-pendulum", method=method, seed=seed, **options)
+    run = root / config.run_method / f"seed{seed}"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(
+        dataclasses.asdict(config.resolved(load_task("inverted-pendulum"))), sort_keys=True))
+    if checkpoint_step is not None:
+        (run / "checkpoints" / f"step_{checkpoint_step:09d}.pt").write_bytes(b"")  # only its name is read
+    return run
+
+
+def test_only_unfinished_runs_name_them_and_the_command_that_resumes_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import l2l_gail.gail.train as train_module
+
+    root = tmp_path / "runs" / "gail" / "exp"
+    options: dict[str, Any] = {"timesteps": 8192, "l2l_max_step": 1.0, "label": "l2l-max1",
+                               "ppo": {"learning_rate": 1e-4, "net_arch": [32, 32]}}
+    for seed in (0, 2):
+        unfinished_run(root, "l2l-gail", seed, checkpoint_step=2048 * (seed + 1), **options)
+    assert main(["gail", "compare", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: no finished runs under {root}: ")
+    assert ("l2l-max1/seed0 (checkpoint at step 2,048 of 8,192), l2l-max1/seed2 (checkpoint at step "
+            "6,144 of 8,192) are unfinished; resume with `") in err
+    command = shlex.split(err.split("`")[1])
+    assert command[1:] == [
+        "gail", "train", "--task", "inverted-pendulum", "--method", "l2l-gail", "--l2l-max-step", "1.0",
+        "--label", "l2l-max1", "--ppo", "learning_rate=0.0001", "--ppo", "net_arch=[32, 32]",
+        "--timesteps", "8192", "--seeds", "0,2", "--experiment", "exp", "--runs-dir", str(tmp_path / "runs"),
+        "--resume"]
+
+    # The command is accepted as it stands: `--resume` reopens both runs (it refuses a differing
+    # configuration) and continues them.
+    resumed: list[tuple[Path, bool]] = []
+
+    def fake_train(prepared: Any, run: Any, *, resume: bool, progress: bool) -> dict[str, float]:
+        resumed.append((run.path, resume))
+        return {"final": 0.5, "peak": 0.5, "env_steps_per_second": 1.0}
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    assert main([*command[1:], "--no-progress"]) == 0, capsys.readouterr().err
+    assert resumed == [(root / "l2l-max1" / "seed0", True), (root / "l2l-max1" / "seed2", True)]
+
+
+def test_methods_without_finished_runs(experiment: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gail", "compare", str(experiment), "--methods", "gail,gail-gp,nosuch,other"]) == 2
+    assert capsys.readouterr().err == (f"error: no runs of nosuch, other under {experiment} (methods with "
+                                       "runs there: gail, gail-gp, l2l-gail)\n")
+    unfinished_run(experiment, "l2l-gail", 0, label="l2l-slow", checkpoint_step=4096)
+    assert main(["gail", "compare", str(experiment), "--methods", "gail,l2l-slow"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no finished runs of l2l-slow under {experiment}: l2l-slow/seed0 "
+                          "(checkpoint at step 4,096 of 200,000) is unfinished; resume with `")
+    assert "--method l2l-gail --label l2l-slow --seeds 0 --experiment bench" in err
+    empty = experiment.parent / "empty"
+    empty.mkdir()
+    assert main(["gail", "compare", str(empty), "--methods", "gail"]) == 2
+    assert capsys.readouterr().err == f"error: no runs of gail under {empty} (it holds no runs)\n"
+
+
+def test_console_script_is_called_as_a_plain_shell_finds_it(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "repo" / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python").write_text("")
+    (bin_dir / "l2l").write_text("#!/bin/sh\n")
+    (bin_dir / "l2l").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.chdir(tmp_path / "repo")
+    assert console_script("l2l") == ".venv/bin/l2l"  # what `make demo` users type from the repository
+    monkeypatch.chdir(tmp_path)
+    assert console_script("l2l") == "repo/.venv/bin/l2l"
+    monkeypatch.chdir(bin_dir)
+    assert console_script("l2l") == "./l2l"  # a bare name would be looked up on PATH
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert console_script("l2l") == str(bin_dir / "l2l")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin")  # an activated venv
+    assert console_script("l2l") == "l2l"
+    assert console_script("not-installed") == "not-installed"

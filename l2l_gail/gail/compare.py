@@ -24,22 +24,31 @@ task).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
+import re
+import shlex
+import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from rliable.metrics import aggregate_iqm
 from scipy.stats import trim_mean
 
 from l2l_gail.errors import L2LError
-from l2l_gail.runs import atomic_write, atomic_write_text, write_json
+from l2l_gail.runs import DEFAULT_ROOT, atomic_write, atomic_write_text, write_json
 
+# The shipped benchmark tables (scripts/bench_gail.py's --output-dir); `compare` itself writes
+# beside the experiment unless given --output, so that it never touches the source tree.
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "results" / "gail"
+DEFAULT_OUTPUT_NAME = "compare.json"
 METHOD_ORDER = ("gail", "gail-gp", "l2l-gail", "l2l-gail-policy", "l2l-gail-both")
 FINAL_FRACTION = 0.2
 COLLAPSE_RATIO = 0.5
@@ -145,18 +154,24 @@ def load_experiment(path: Path, methods: Sequence[str] | None = None,
             ``METHOD_ORDER`` and then alphabetical order.
 
     Raises:
-        L2LError: ``path`` is not a directory of runs, holds no finished run, mixes tasks, or
-            lacks one of ``methods``.
+        L2LError: ``path`` is not a directory of runs, holds no finished run (naming the
+            unfinished ones and the command that resumes them), mixes tasks, or has no runs
+            or no finished run of one of ``methods``.
     """
     path = Path(path)
     if not path.is_dir():
         raise L2LError(f"{path} is not a directory: pass runs/gail/<experiment>")
+    run_dirs = sorted(p.parent for p in path.glob("*/seed*/config.yaml"))
+    labels = sorted({d.parent.name for d in run_dirs})
+    if methods is not None:
+        absent = [m for m in methods if m not in labels]
+        if absent:
+            there = f"methods with runs there: {', '.join(labels)}" if labels else "it holds no runs"
+            raise L2LError(f"no runs of {', '.join(absent)} under {path} ({there})")
+        run_dirs = [d for d in run_dirs if d.parent.name in methods]
     runs: dict[str, list[RunResult]] = {}
     unfinished: list[Path] = []
-    for config_path in sorted(path.glob("*/seed*/config.yaml")):
-        run_dir = config_path.parent
-        if methods is not None and run_dir.parent.name not in methods:
-            continue
+    for run_dir in run_dirs:
         metrics_path = run_dir / "metrics.json"
         if not metrics_path.is_file():
             unfinished.append(run_dir)
@@ -177,20 +192,135 @@ def load_experiment(path: Path, methods: Sequence[str] | None = None,
             continue
         runs.setdefault(result.method, []).append(result)
     if not runs:
+        if unfinished:
+            of = f" of {', '.join(methods)}" if methods else ""
+            raise L2LError(f"no finished runs{of} under {path}: {unfinished_note(path, unfinished)}")
         raise L2LError(f"no finished runs under {path} (expected {path}/<method>/seed<k>/metrics.json); "
                        "train with `l2l gail train --experiment NAME`")
     tasks = sorted({r.task for rs in runs.values() for r in rs})
     if len(tasks) > 1:
         raise L2LError(f"{path} mixes tasks ({', '.join(tasks)}): compare one task per experiment")
     missing = [m for m in methods or () if m not in runs]
-    if missing:
-        raise L2LError(f"no finished runs of {', '.join(missing)} under {path} (methods there: "
-                       f"{', '.join(sorted(p.name for p in path.iterdir() if p.is_dir()))})")
+    if missing:  # each has runs (checked above), none of them finished
+        stalled = [d for d in unfinished if d.parent.name in missing]
+        raise L2LError(f"no finished runs of {', '.join(missing)} under {path}: "
+                       f"{unfinished_note(path, stalled)}")
     order = {m: i for i, m in enumerate(methods or METHOD_ORDER)}
     ordered = dict(sorted(runs.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
     for results in ordered.values():
         results.sort(key=lambda r: r.seed)
     return ordered, unfinished
+
+
+_CHECKPOINT = re.compile(r"^step_(\d+)\.pt$")
+
+
+def _progress(run_dir: Path, config: dict[str, Any]) -> str:
+    """How far an unfinished run got, from its newest checkpoint's name (no checkpoint is loaded)."""
+    steps = [int(m.group(1)) for p in (run_dir / "checkpoints").glob("step_*.pt")
+             if (m := _CHECKPOINT.match(p.name))]
+    if not steps:
+        return "no checkpoint yet"
+    total = config.get("timesteps")
+    return f"checkpoint at step {max(steps):,}" + (f" of {total:,}" if isinstance(total, int) else "")
+
+
+def _read_config(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def resume_commands(experiment: Path, run_dirs: Sequence[Path]) -> list[str]:
+    """``l2l gail train ... --resume`` commands that continue ``run_dirs`` (runs of
+    ``experiment``), one per configuration with the seeds that share it.
+
+    Each command repeats exactly the options in which the stored ``config.yaml`` differs from
+    the task file's defaults, since ``--resume`` refuses a configuration that differs. A run
+    whose configuration cannot be read, or an experiment that is not under ``<root>/gail/``,
+    gets the generic advice instead.
+    """
+    experiment = Path(experiment)
+    if "gail" not in (p.name for p in experiment.parents):  # e.g. "." inside runs/gail/<name>
+        experiment = experiment.absolute()
+    generic = "`l2l gail train --resume` with the options that started {}"
+    gail_dir = next((p for p in experiment.parents if p.name == "gail"), None)
+    if gail_dir is None:
+        return [generic.format(experiment)]
+    location = ["--experiment", experiment.relative_to(gail_dir).as_posix()]
+    if gail_dir.parent.resolve() != DEFAULT_ROOT.resolve():
+        location += ["--runs-dir", str(gail_dir.parent)]
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for run_dir in run_dirs:
+        config = _read_config(run_dir)
+        args = _train_options(config) if config is not None else None
+        if config is None or args is None or not isinstance(config.get("seed"), int):
+            return [generic.format(run_dir)]
+        groups.setdefault(tuple(args), []).append(config["seed"])
+    l2l = console_script("l2l")
+    return ["`" + shlex.join([l2l, "gail", "train", *args, "--seeds", ",".join(map(str, sorted(seeds))),
+                              *location, "--resume"]) + "`" for args, seeds in groups.items()]
+
+
+def _train_options(config: dict[str, Any]) -> list[str] | None:
+    """The ``l2l gail train`` options that reproduce the stored ``config`` (all but the seed);
+    ``None`` if its task or method is unknown."""
+    from l2l_gail.gail.tasks import load_task
+    from l2l_gail.gail.train import METHODS, GAILConfig  # heavy (torch, SB3): only for unfinished runs
+
+    if config.get("method") not in METHODS:
+        return None
+    try:
+        task = load_task(str(config.get("task")))
+    except L2LError:
+        return None
+    default = dataclasses.asdict(GAILConfig(task=task.name, method=config["method"]).resolved(task))
+    options = ["--task", task.name, "--method", config["method"]]
+    for key, value in config.items():
+        if key in ("task", "method", "seed") or value == default.get(key):
+            continue
+        if value is None:  # a default the task file gained since the run started: no option says "unset"
+            return None
+        if key == "ppo" and isinstance(value, dict):
+            for k, v in value.items():
+                if default["ppo"].get(k) != v:
+                    options += ["--ppo", f"{k}={_yaml_value(v)}"]
+        else:
+            options += ["--" + key.replace("_", "-"), str(value)]
+    return options
+
+
+def console_script(name: str) -> str:
+    """How to call this Python environment's console script ``name`` (``l2l``, ``tensorboard``)
+    from a plain shell: the bare name when ``PATH`` finds this very script (an activated venv,
+    a global install), else its path in the interpreter's bin directory -- relative to the
+    working directory when under it, e.g. ``.venv/bin/l2l`` after ``make demo``."""
+    script = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if not script.is_file() or (found is not None and Path(found).resolve() == script.resolve()):
+        return name
+    try:
+        relative = script.relative_to(Path.cwd())
+    except ValueError:
+        return str(script)
+    return str(relative) if len(relative.parts) > 1 else f"./{relative}"  # a bare name would search PATH
+
+
+def _yaml_value(value: Any) -> str:
+    """A ``--ppo KEY=VALUE`` value that the CLI's YAML parsing reads back as ``value``."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def unfinished_note(experiment: Path, run_dirs: Sequence[Path]) -> str:
+    """One sentence: which runs are unfinished, how far they got, and the commands that resume them."""
+    experiment = Path(experiment)
+    runs = ", ".join(f"{d.relative_to(experiment).as_posix()} ({_progress(d, _read_config(d) or {})})"
+                     for d in run_dirs)
+    commands = resume_commands(experiment, run_dirs)
+    verb = "is" if len(run_dirs) == 1 else "are"
+    return f"{runs} {verb} unfinished; resume with {' and '.join(commands)}"
 
 
 def summarize(runs: dict[str, list[RunResult]]) -> dict[str, Any]:
@@ -312,8 +442,9 @@ def compare(experiment: Path, output: Path | None = None, *, force: bool = False
 
     Args:
         experiment: ``runs/gail/<experiment>``.
-        output: the JSON path (default ``results/gail/<task>.json``); the table and plot are
-            written beside it with the suffixes ``.md`` and ``.png``.
+        output: the JSON path (default ``<experiment>/compare.json``, so that results of an
+            experiment stay with its runs and the shipped ``results/`` are never touched); the
+            table and plot are written beside it with the suffixes ``.md`` and ``.png``.
         force: overwrite existing outputs (refused otherwise, before anything is written).
         methods: compare only these methods (run labels), in this order; default: all.
     """
@@ -321,7 +452,7 @@ def compare(experiment: Path, output: Path | None = None, *, force: bool = False
         output_paths(output)  # a bad --output fails before the runs are read
     runs, unfinished = load_experiment(experiment, methods)
     task = next(iter(runs.values()))[0].task
-    json_path, md_path, png_path = output_paths(output or RESULTS_DIR / f"{task}.json")
+    json_path, md_path, png_path = output_paths(output or Path(experiment) / DEFAULT_OUTPUT_NAME)
     existing = [p for p in (json_path, md_path, png_path) if p.exists()]
     if existing and not force:
         raise L2LError(f"{existing[0]} exists: pass --force to overwrite the results, or --output "
