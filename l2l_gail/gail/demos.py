@@ -445,7 +445,7 @@ def write_demos(task: TaskSpec, demos: Demos, data_dir: Path = EXPERT_DATA_DIR, 
 def _savez(tmp: Path, demos: Demos) -> None:
     # np.savez_compressed appends ".npz" to a name without it; write through a handle instead.
     with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **demos.arrays())
+        np.savez_compressed(fh, allow_pickle=False, **demos.arrays())
 
 
 def collect(task: TaskSpec, policy: Path, episodes: int, seed: int = 0, *,

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -63,7 +63,9 @@ def build_expert(task: TaskSpec, env: Any, seed: int, tb_dir: Path | None) -> Ba
 
 def evaluate(model: BaseAlgorithm, env: Any, episodes: int) -> tuple[float, float]:
     """Mean and std of the undiscounted return over ``episodes`` deterministic episodes."""
-    mean, std = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=True)
+    # Without return_episode_rewards, evaluate_policy returns two floats (its annotation is a union).
+    mean, std = cast(tuple[float, float],
+                     evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=True))
     return float(mean), float(std)
 
 
@@ -184,8 +186,8 @@ def train_expert(task: TaskSpec, run: RunDir, *, seed: int, timesteps: int | Non
     """
     from stable_baselines3.common.monitor import Monitor
 
-    env = Monitor(task.make_env())
-    eval_env = Monitor(task.make_env())
+    env: Monitor[Any, Any] = Monitor(task.make_env())
+    eval_env: Monitor[Any, Any] = Monitor(task.make_env())
     eval_env.reset(seed=seed + 10_000)
     total = int(timesteps or task.expert["timesteps"])
     history: list[dict[str, float]] = []
