@@ -378,14 +378,18 @@ def _gail_compare(args: argparse.Namespace) -> None:
     from l2l_gail.gail.compare import compare, unfinished_note
 
     methods = [m for m in args.methods.split(",") if m] if args.methods else None
-    out = compare(args.experiment, args.output, force=args.force, methods=methods)
+    out = compare(args.experiments, args.output, force=args.force, methods=methods, baseline=args.baseline,
+                  reps=args.bootstrap_reps)
     print(out.markdown.read_text(), end="")
-    if out.unfinished:
-        print(f"note: left out: {unfinished_note(args.experiment, out.unfinished)}")
-    print(f"results: {out.json}\ntable:   {out.markdown}\nplot:    {out.plot}")
+    for experiment, unfinished in out.unfinished.items():
+        if unfinished:
+            print(f"note: left out: {unfinished_note(experiment, unfinished)}")
+    print(f"results: {out.json}\ntable:   {out.markdown}\nplot:    {out.plot}\nprofile: {out.profile}")
 
 
 def _add_gail(mode: argparse.ArgumentParser) -> None:
+    from l2l_gail.gail.compare import BASELINE
+    from l2l_gail.gail.stats import BOOTSTRAP_REPS
     from l2l_gail.gail.train import L2L_TARGETS, METHODS, GAILConfig
     from l2l_gail.gail.trainer import META_OBJECTIVES
 
@@ -417,18 +421,26 @@ def _add_gail(mode: argparse.ArgumentParser) -> None:
                        help="continue every seed's run from its last checkpoint")
     train.add_argument("--threads", type=int, default=1, help="torch threads")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    cmp = _sub(sub, "compare", "compare the methods of an experiment (stability metrics, table, plot)",
+    cmp = _sub(sub, "compare", "compare methods over seeds and tasks (statistics, stability, table, plots)",
                _gail_compare,
-               "Per run: final, peak, max drawdown, collapse and AUC of the normalised return; per "
-               "method: IQM and bootstrap 95% CI of final, its std, collapsed runs, median drawdown and "
-               "env steps/s; the discriminator's accuracy, logits, update norm and reward over the last "
-               "20% of rounds. Writes JSON, a markdown table and a PNG plot.")
-    cmp.add_argument("experiment", type=Path, help="an experiment directory, RUNS_DIR/gail/<experiment>")
+               "Per task and method: every seed's final (mean normalised return over the last 20% of "
+               "evaluations), their IQM with a 95% stratified bootstrap interval (rliable), P(X > baseline) "
+               "with its interval and a two-sided Mann-Whitney p-value, failed and collapsed runs, drawdown, "
+               "AUC, env steps/s and the discriminator's diagnostics; with several experiments (one task "
+               "each) also the IQM and P(X > baseline) over all tasks. Writes JSON, a markdown table, the "
+               "curves and the performance profiles (PNG).")
+    cmp.add_argument("experiments", type=Path, nargs="+", metavar="EXPERIMENT",
+                     help="experiment directories RUNS_DIR/gail/<experiment>, one task each")
     cmp.add_argument("--output", type=Path, default=None,
-                     help="results JSON (default: EXPERIMENT/compare.json); .md and .png go beside it")
+                     help="results JSON (default with one experiment: EXPERIMENT/compare.json; required with "
+                     "several); the .md, .png and -profile.png go beside it")
     cmp.add_argument("--force", action="store_true", help="overwrite existing results")
     cmp.add_argument("--methods", default=None,
                      help="comma-separated methods (run labels) to compare, in this order (default: all)")
+    cmp.add_argument("--baseline", default=BASELINE,
+                     help=f"the method every other one is compared with (default: {BASELINE})")
+    cmp.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS,
+                     help=f"bootstrap resamples per interval (default: {BOOTSTRAP_REPS}, as rliable)")
 
 
 # ----------------------------------------------------------------------------- meta

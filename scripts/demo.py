@@ -131,19 +131,19 @@ def _shown(path: Path) -> str:
 
 def conclusion(summary: dict[str, Any], full_budget: int, benchmark: Path) -> list[str]:
     """What the comparison says, in a few sentences computed from ``summary`` (compare's JSON)."""
-    methods = summary["methods"]
-    a, b = sorted(METHODS, key=lambda m: methods[m]["final_iqm"], reverse=True)
+    (methods,) = summary["tasks"].values()
+    a, b = sorted(METHODS, key=lambda m: methods[m]["iqm"], reverse=True)
     hi, lo = methods[a], methods[b]
-    finals = {m: [r["final"] for r in methods[m]["runs"].values()] for m in METHODS}
+    finals = {m: methods[m]["finals"] for m in METHODS}
     counts = {methods[m]["n_runs"] for m in METHODS}
     seeds = (f"{_seeds(counts.pop())} each" if len(counts) == 1
              else f"{hi['n_runs']} and {_seeds(lo['n_runs'])}")
-    gap = hi["final_iqm"] - lo["final_iqm"]
+    gap = hi["iqm"] - lo["iqm"]
     lead = f"{a} ends higher" if f"{gap:.2f}" != "0.00" else f"{a} and {b} end level"
-    lines = [f"{lead}: final normalised return {hi['final_iqm']:.2f} for {a} against {lo['final_iqm']:.2f} "
+    lines = [f"{lead}: final normalised return {hi['iqm']:.2f} for {a} against {lo['iqm']:.2f} "
              f"for {b}, a difference of {gap:.2f} (IQM over {seeds}; a run's final is its mean over the "
              "last 20% of evaluations; 0 = random policy, 1 = expert)."]
-    (hl, hh), (ll, lh) = hi["final_ci95"], lo["final_ci95"]
+    (hl, hh), (ll, lh) = hi["ci"], lo["ci"]
     intervals = f"95% bootstrap intervals [{hl:.2f}, {hh:.2f}] and [{ll:.2f}, {lh:.2f}]"
     if min(hi["n_runs"], lo["n_runs"]) < 2:
         lines.append("With a single seed of a method the spread over seeds is unknown, so this cannot tell "
@@ -165,7 +165,7 @@ def conclusion(summary: dict[str, Any], full_budget: int, benchmark: Path) -> li
                      f"{g['logit_gen']:.1f}) and pays the generator {pays} reward {than2} Adam's "
                      f"({l2l['reward_mean']:.3f} vs {g['reward_mean']:.3f}).")
     bench = f"; the benchmark is in {_shown(benchmark)}" if benchmark.is_file() else ""
-    lines.append(f"A ten-minute demo is not a benchmark: {summary['timesteps']:,} of the task file's "
+    lines.append(f"A ten-minute demo is not a benchmark: {summary['budget_steps']:,} of the task file's "
                  f"{full_budget:,} steps and {seeds}{bench}.")
     return lines
 

@@ -33,7 +33,7 @@ def test_tiny_benchmark_with_variant_then_rerun_skips(tmp_path, capsys):
             "--runs-dir", str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"), "--no-progress"]
     assert bench.main(args) == 0
     result = json.loads((tmp_path / "out" / "inverted-pendulum.json").read_text())
-    assert set(result["methods"]) == {"gail", "l2l-max1"}
+    assert set(result["tasks"]["inverted-pendulum"]) == {"gail", "l2l-max1"}
     run = tmp_path / "runs" / "gail" / "bench-inverted-pendulum" / "l2l-max1" / "seed0"
     assert (run / "metrics.json").is_file()
     assert bench.main(args) == 2  # results exist: refused without --force

@@ -23,13 +23,12 @@ def demo() -> ModuleType:
 
 def method(finals: list[float], ci: tuple[float, float], logit_gen: float, reward: float) -> dict[str, Any]:
     """The part of one method's entry in `l2l gail compare`'s JSON that the conclusion reads."""
-    return {"final_iqm": sum(finals) / len(finals), "final_ci95": list(ci), "n_runs": len(finals),
-            "runs": {f"seed{i}": {"final": f} for i, f in enumerate(finals)},
+    return {"iqm": sum(finals) / len(finals), "ci": list(ci), "n_runs": len(finals), "finals": finals,
             "discriminator_median": {"logit_gen": logit_gen, "reward_mean": reward}}
 
 
 def summary(gail: dict[str, Any], l2l: dict[str, Any]) -> dict[str, Any]:
-    return {"task": "halfcheetah", "timesteps": 698_368, "methods": {"gail": gail, "l2l-gail": l2l}}
+    return {"budget_steps": 698_368, "tasks": {"halfcheetah": {"gail": gail, "l2l-gail": l2l}}}
 
 
 def test_a_clear_winner_is_named_with_its_margin(demo: ModuleType, tmp_path: Path) -> None:

@@ -1,4 +1,7 @@
-"""`l2l gail compare`: stability metrics on hand-made series, statistics, outputs and refusals."""
+"""`l2l gail compare`: the results JSON, table and plots of one or several experiments, and refusals.
+
+The statistics themselves are tested against rliable and scipy in tests/test_gail_stats.py.
+"""
 
 from __future__ import annotations
 
@@ -13,54 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from scipy.stats import trim_mean
 
 from l2l_gail.cli import main
 from l2l_gail.errors import L2LError
 from l2l_gail.gail import compare as compare_module
-from l2l_gail.gail.compare import bootstrap_ci, compare, console_script, iqm, series_metrics
-
-
-def test_final_is_the_mean_of_the_last_fifth() -> None:
-    m = series_metrics([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0])
-    assert m["final"] == pytest.approx(0.9)  # last 2 of 10
-    assert m["peak"] == 1.0
-    assert m["auc"] == pytest.approx(0.46)
-    assert m["max_drawdown"] == 0.0 and not m["collapsed"]
-    assert series_metrics([0.4, 0.7])["final"] == pytest.approx(0.7)  # at least one evaluation
-
-
-def test_drawdown_is_the_deepest_fall_below_an_earlier_best() -> None:
-    m = series_metrics([0.2, 0.9, 0.5, 0.8, 0.1, 0.95, 0.9])
-    assert m["max_drawdown"] == pytest.approx(0.8)  # 0.9 -> 0.1, not 0.95 - 0.1
-    assert m["peak"] == 0.95
-
-
-@pytest.mark.parametrize(("series", "collapsed"), [
-    ([0.1, 0.8, 0.9, 0.3, 0.2, 0.3, 0.2, 0.3, 0.4, 0.4], True),   # learned, then lost it
-    ([0.1, 0.8, 0.9, 0.3, 0.2, 0.3, 0.2, 0.3, 0.5, 0.5], False),  # final exactly half the peak
-    ([0.0, 0.29, 0.05, 0.0, 0.0], False),                         # never learned (peak < 0.3)
-    ([0.0, 0.3, 0.05, 0.0, 0.1], True),                           # peak exactly 0.3 counts
-    ([0.2, 0.5, 0.7, 0.9, 0.95], False),
-])
-def test_collapse_detection(series: list[float], collapsed: bool) -> None:
-    assert series_metrics(series)["collapsed"] is collapsed
-
-
-def test_iqm_trims_a_quarter_on_each_side() -> None:
-    assert iqm([0, 1, 2, 3, 4, 5, 6, 7]) == pytest.approx(3.5)  # mean of 2, 3, 4, 5
-    assert iqm([0.5, 0.5, 0.5, 100.0]) == pytest.approx(0.5)  # robust to one outlier
-    assert iqm([0.2]) == pytest.approx(0.2)
-
-
-def test_bootstrap_interval() -> None:
-    low, high = bootstrap_ci([0.1, 0.4, 0.5, 0.6, 0.9], reps=2000)
-    assert low < iqm([0.1, 0.4, 0.5, 0.6, 0.9]) < high
-    assert low >= 0.1 and high <= 0.9
-    assert bootstrap_ci([0.3, 0.3, 0.3], reps=200) == (pytest.approx(0.3), pytest.approx(0.3))
-    assert bootstrap_ci([0.1, 0.9], reps=500, seed=1) == bootstrap_ci([0.1, 0.9], reps=500, seed=1)
-    values = [0.9, 0.1, 0.4, 0.35, 0.8, 0.0, 0.6]  # the vectorised bootstrap statistic is the IQM
-    assert trim_mean(np.array([values]), 0.25, axis=1)[0] == pytest.approx(iqm(values))
+from l2l_gail.gail.compare import compare, console_script
 
 
 def fake_run(root: Path, method: str, seed: int, series: list[float], *, task: str = "hopper",
@@ -90,30 +50,100 @@ def experiment(tmp_path: Path) -> Path:
     return root
 
 
-def test_compare_writes_json_table_and_plot(experiment: Path, tmp_path: Path,
+def test_compare_writes_json_table_and_plots(experiment: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     output = tmp_path / "results" / "hopper.json"
-    assert main(["gail", "compare", str(experiment), "--output", str(output)]) == 0
+    assert main(["gail", "compare", str(experiment), "--output", str(output),
+                 "--bootstrap-reps", "2000"]) == 0
     out = capsys.readouterr().out
-    for path in (output, output.with_suffix(".md"), output.with_suffix(".png")):
+    profile = output.with_name("hopper-profile.png")
+    for path in (output, output.with_suffix(".md"), output.with_suffix(".png"), profile):
         assert path.is_file() and str(path) in out
-    assert output.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert output.with_suffix(".png").read_bytes()[:4] == profile.read_bytes()[:4] == b"\x89PNG"
     assert "note: left out: gail-gp/seed1 (no checkpoint yet) is unfinished; resume with `" in out
     assert "gail train --task hopper --method gail-gp --seeds 1 --experiment bench --runs-dir " in out
     summary = json.loads(output.read_text())
-    assert (summary["task"], summary["timesteps"], summary["seeds"], summary["n_demos"]) == (
-        "hopper", 5000, [0, 1, 2], 25)
-    assert list(summary["methods"]) == ["gail", "gail-gp", "l2l-gail"]
-    gail, l2l = summary["methods"]["gail"], summary["methods"]["l2l-gail"]
-    assert set(gail) >= {"final_iqm", "final_ci95", "final_std", "collapsed_runs",
-                         "max_drawdown_median", "auc_mean", "env_steps_per_second_median"}
-    assert gail["collapsed_runs"] == 2 and l2l["collapsed_runs"] == 0
-    assert gail["max_drawdown_median"] == pytest.approx(0.7)
-    assert gail["final_iqm"] == pytest.approx(np.mean([0.2, 0.2, 0.9]))  # 3 runs: no trimming
-    assert l2l["final_iqm"] == pytest.approx(0.9) and l2l["final_std"] == 0.0
-    assert gail["env_steps_per_second_median"] == 1001.0
-    assert summary["methods"]["gail-gp"]["n_runs"] == 1
-    assert "| l2l-gail | 3 | 0.900 [0.900, 0.900] | 0.000 | 0/3 |" in output.with_suffix(".md").read_text()
+    assert (summary["budget_steps"], summary["baseline"]) == (5000, "gail")
+    assert summary["experiments"]["hopper"]["n_demos"] == 25
+    assert summary["statistics"]["bootstrap_reps"] == 2000
+    task = summary["tasks"]["hopper"]
+    assert list(task) == ["gail", "gail-gp", "l2l-gail"]
+    gail, l2l = task["gail"], task["l2l-gail"]
+    assert gail["seeds"] == [0, 1, 2] and gail["finals"] == pytest.approx([0.2, 0.2, 0.9])
+    assert gail["iqm"] == pytest.approx(np.mean([0.2, 0.2, 0.9]))  # 3 runs: no trimming
+    assert gail["ci"] == pytest.approx([0.2, 0.9]) and gail["few_seeds"]  # 3 runs: [min, max]
+    # Half the best median final (0.9) is 0.45: gail's first two seeds peaked at 0.6 (curve over
+    # 3 evaluations) and ended at 0.2, so they collapsed; no run failed.
+    assert summary["experiments"]["hopper"]["failure_threshold"] == pytest.approx(0.45)
+    assert (gail["collapsed"], gail["failed"], l2l["collapsed"], l2l["failed"]) == (2, 0, 0, 0)
+    assert gail["max_drawdown_median"] == pytest.approx((0.6 - 1.4 / 3) / 0.6)
+    assert gail["runs"]["seed0"]["collapsed"] and not gail["runs"]["seed2"]["collapsed"]
+    assert gail["steps_per_s"] == 1001.0 and "prob_improvement" not in gail
+    assert l2l["iqm"] == pytest.approx(0.9) and l2l["final_std"] == 0.0
+    assert l2l["prob_improvement"]["p"] == pytest.approx(7.5 / 9)  # 6 wins, 3 ties of 9 pairs
+    assert l2l["mann_whitney"]["method"] == "asymptotic"  # finals tie
+    assert l2l["mann_whitney"]["smallest_p"] == pytest.approx(0.1)
+    assert task["gail-gp"]["n_runs"] == 1
+    assert summary["aggregate"]["l2l-gail"]["iqm"] == pytest.approx(0.9)
+    assert summary["prob_improvement"]["l2l-gail>gail"] == l2l["prob_improvement"]  # one task
+    table = output.with_suffix(".md").read_text()
+    assert ("| l2l-gail | 3† | 0.900 [0.900, 0.900] | 0: 0.900, 1: 0.900, 2: 0.900 | 0.83 [") in table
+    assert ("| gail | 3† | 0.433 [0.200, 0.900] | 0: 0.200, 1: 0.200, 2: 0.900 | - | - | 0/3 | 2/3 "
+            "| 22% |") in table
+    assert "† fewer than 5 seeds" in table and "(3 vs 3: 0.100, 5 vs 5: 0.008)" in table
+    assert "Aggregate over" not in table  # one task
+
+
+def test_several_experiments_aggregate_over_tasks(experiment: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    walker = tmp_path / "runs" / "gail" / "bench-walker"
+    for seed in range(5):
+        fake_run(walker, "gail", seed, [0.1, 0.3, 0.4 + 0.01 * seed], task="walker2d")
+        fake_run(walker, "l2l-gail", seed, [0.1, 0.3, 0.5 + 0.01 * seed], task="walker2d")
+    fake_run(walker, "sign-sgd", 0, [0.1, 0.2, 0.3], task="walker2d")
+    assert main(["gail", "compare", str(experiment), str(walker)]) == 2
+    assert "2 experiments are compared together: pass --output" in capsys.readouterr().err
+    output = tmp_path / "benchmark.json"
+    assert main(["gail", "compare", str(experiment), str(walker), "--output", str(output),
+                 "--bootstrap-reps", "1000"]) == 0
+    summary = json.loads(output.read_text())
+    assert list(summary["tasks"]) == ["hopper", "walker2d"]
+    walker2d = summary["tasks"]["walker2d"]
+    assert walker2d["l2l-gail"]["finals"] == pytest.approx([0.5, 0.51, 0.52, 0.53, 0.54])
+    assert not walker2d["l2l-gail"]["few_seeds"]
+    assert walker2d["l2l-gail"]["prob_improvement"]["p"] == 1.0  # every run above every gail run
+    assert walker2d["l2l-gail"]["mann_whitney"] == {"p": pytest.approx(2 / 252), "method": "exact",
+                                                    "smallest_p": pytest.approx(2 / 252)}
+    # Only the methods that ran on both tasks are aggregated; P(X > Y) is the mean over tasks.
+    assert list(summary["aggregate"]) == ["gail", "l2l-gail"]
+    assert summary["aggregate"]["l2l-gail"]["n_runs"] == 8 and summary["aggregate"]["gail"]["n_tasks"] == 2
+    assert summary["prob_improvement"]["l2l-gail>gail"]["p"] == pytest.approx((7.5 / 9 + 1.0) / 2)
+    assert set(summary) >= {"budget_steps", "tasks", "aggregate", "prob_improvement"}
+    for entry in walker2d.values():
+        assert {"finals", "iqm", "ci", "failed", "collapsed", "steps_per_s"} <= set(entry)
+    table = output.with_suffix(".md").read_text()
+    assert "| l2l-gail | 5 | 0.520 [" in table and "| sign-sgd | 1† |" in table
+    assert "Aggregate over the tasks hopper, walker2d" in table
+    assert "| l2l-gail | 2 | 8 | " in table
+    assert output.with_name("benchmark-profile.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["gail", "compare", str(experiment), str(experiment),
+                 "--output", str(tmp_path / "t.json")]) == 2
+    assert "several experiments of task hopper" in capsys.readouterr().err
+
+
+def test_a_baseline_without_runs_is_refused(experiment: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["gail", "compare", str(experiment), "--output", str(tmp_path / "r.json"),
+            "--bootstrap-reps", "100"]
+    assert main([*args, "--methods", "l2l-gail"]) == 2
+    assert capsys.readouterr().err == ("error: the baseline gail has no finished runs to compare with: pass "
+                                       "--baseline with one of l2l-gail\n")
+    assert main([*args, "--methods", "l2l-gail,gail-gp", "--baseline", "gail-gp"]) == 0
+    summary = json.loads((tmp_path / "r.json").read_text())
+    assert "prob_improvement" in summary["tasks"]["hopper"]["l2l-gail"]
+    assert list(summary["prob_improvement"]) == ["l2l-gail>gail-gp"]
+    assert main([*args, "--force", "--bootstrap-reps", "0"]) == 2
+    assert "--bootstrap-reps must be at least 1" in capsys.readouterr().err
 
 
 def test_compare_refuses_to_overwrite(experiment: Path, tmp_path: Path) -> None:
@@ -124,7 +154,7 @@ def test_compare_refuses_to_overwrite(experiment: Path, tmp_path: Path) -> None:
         compare(experiment, output)
     assert output.with_suffix(".md").read_text() == "keep me"
     compare(experiment, output, force=True)
-    assert output.with_suffix(".md").read_text().startswith("Task `hopper`")
+    assert output.with_suffix(".md").read_text().startswith("Task `hopper` (")
 
 
 def test_compare_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -154,10 +184,10 @@ def test_discriminator_diagnostics_average_the_last_fifth_of_rounds(tmp_path: Pa
     fake_run(root, "gail", 0, [0.5, 0.6])  # no TensorBoard events: no diagnostics, no error
     output = tmp_path / "r.json"
     summary = compare(root, output).summary
-    l2l = summary["methods"]["l2l-gail"]
+    l2l = summary["tasks"]["hopper"]["l2l-gail"]
     assert l2l["runs"]["seed2"]["discriminator"]["logit_gen"] == pytest.approx(-10.5)
     assert l2l["discriminator_median"] == pytest.approx({"logit_gen": -9.5, "acc_gen": 1.0})
-    assert summary["methods"]["gail"]["discriminator_median"] == {}
+    assert summary["tasks"]["hopper"]["gail"]["discriminator_median"] == {}
     table = output.with_suffix(".md").read_text()
     assert "| l2l-gail | - | 1.000 | - | -9.500 | - | - |" in table
     assert "| gail | - | - | - | - | - | - |" in table
@@ -168,7 +198,7 @@ def test_compare_a_subset_of_methods_in_the_given_order(experiment: Path, tmp_pa
     output = tmp_path / "sub.json"
     assert main(["gail", "compare", str(experiment), "--output", str(output),
                  "--methods", "l2l-gail,gail"]) == 0
-    assert list(json.loads(output.read_text())["methods"]) == ["l2l-gail", "gail"]
+    assert list(json.loads(output.read_text())["tasks"]["hopper"]) == ["l2l-gail", "gail"]
     assert main(["gail", "compare", str(experiment), "--output", str(tmp_path / "x.json"),
                  "--methods", "gail,nosuch"]) == 2
     assert capsys.readouterr().err == (f"error: no runs of nosuch under {experiment} (methods with runs "
