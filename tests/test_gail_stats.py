@@ -3,10 +3,7 @@ the stability labels and drawdown on hand-made curves."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import sys
-from collections.abc import Iterator
 from types import ModuleType
 
 import numpy as np
@@ -23,21 +20,11 @@ Y[1, 2] = X[4, 2]  # a tie: counts half in P(X > Y)
 
 
 @pytest.fixture(scope="module")
-def rly() -> Iterator[ModuleType]:
-    """``rliable.library``. With pandas >= 3, ``import arch`` fails in ``arch.univariate`` (arch < 8,
-    which rliable pins, calls a pandas decorator whose signature changed); rliable needs only
-    ``arch.bootstrap``, so the package is then registered without running its ``__init__``."""
-    with pytest.MonkeyPatch.context() as mp:
-        try:
-            from rliable import library
-        except TypeError:
-            for name in [n for n in sys.modules if n == "arch" or n.startswith(("arch.", "rliable.library"))]:
-                mp.delitem(sys.modules, name)
-            spec = importlib.util.find_spec("arch")
-            assert spec is not None
-            mp.setitem(sys.modules, "arch", importlib.util.module_from_spec(spec))
-            from rliable import library
-        yield library
+def rly() -> ModuleType:
+    """``rliable.library`` (imported lazily: its bootstrap pulls in arch and pandas)."""
+    from rliable import library
+
+    return library
 
 
 def rliable_interval(rly: ModuleType, scores: np.ndarray | list[np.ndarray], func, reps: int,

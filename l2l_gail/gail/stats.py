@@ -15,7 +15,7 @@ resampled independently, ``StratifiedIndependentBootstrap``).
 The bootstrap is vectorised here instead of calling ``rliable.library.get_interval_estimates``,
 which evaluates the statistic once per resample in a Python loop (for P(X > Y) that is one
 scipy Mann-Whitney call per task per resample: minutes for a benchmark's comparisons at 50,000
-resamples) and which cannot be imported with pandas >= 3 (its ``arch`` < 8 fails at import).
+resamples).
 The resamples are drawn from ``np.random.RandomState(seed)`` in exactly the order rliable draws
 them from numpy's global generator, so when every task has the same number of runs the
 intervals are rliable's own with ``np.random.seed(seed)`` (tests/test_gail_stats.py checks this
