@@ -437,6 +437,14 @@ def _add_meta(subparsers: argparse._SubParsersAction) -> None:
     _add_run_options(app)
 
 
+# ----------------------------------------------------------------------------- sweep
+def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
+    from l2l_gail.sweep.cli import DESCRIPTION, HELP, add_arguments
+
+    add_arguments(subparsers.add_parser("sweep", help=HELP, description=DESCRIPTION,
+                                        formatter_class=_Formatter))
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -449,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_expert(sub)
     _add_meta(sub)
     _add_gail(sub)
+    _add_sweep(sub)
     return parser
 
 
