@@ -17,12 +17,14 @@ restart rule (``--resume`` from ``checkpoints/``), which ``l2l gail compare`` an
 read. Tasks give what is needed -- one CPU per run, a local Ray or a cluster behind one address,
 cancellation -- and nothing that would compete with the run directories.
 
-* :mod:`l2l_gail.sweep.engine` -- jobs, their execution, the serial and Ray pools, retries, Ctrl-C;
+* :mod:`l2l_gail.sweep.jobs` -- a job (a command and its run directory) and its execution;
+* :mod:`l2l_gail.sweep.engine` -- the serial and Ray pools, retries, progress, Ctrl-C;
 * :mod:`l2l_gail.sweep.grid` -- the grid of one mode's train commands (options or a YAML file);
 * :mod:`l2l_gail.sweep.cli` -- ``l2l sweep``.
 """
 
-from l2l_gail.sweep.engine import Job, Outcome, SweepResult, run_jobs
+from l2l_gail.sweep.engine import SweepResult, run_jobs
 from l2l_gail.sweep.grid import Grid, Variant
+from l2l_gail.sweep.jobs import Job, Outcome
 
 __all__ = ["Grid", "Job", "Outcome", "SweepResult", "Variant", "run_jobs"]

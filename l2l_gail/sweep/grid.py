@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from l2l_gail.errors import L2LError
-from l2l_gail.sweep.engine import Job
+from l2l_gail.sweep.jobs import Job
 
 MODES = {"gail": "task", "vision": "dataset", "meta": "dataset"}
 """Each mode a sweep runs, and the train command's option a task sets."""
