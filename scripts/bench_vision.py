@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -92,7 +93,7 @@ def attacker_ratio(width: float, classifier_flops: int, channels: int, size: int
 
 
 def method_config(method: str, args: argparse.Namespace, seed: int, attacker_width: float) -> VisionConfig:
-    name, extra = method, {}
+    name, extra = method, dict[str, Any]()
     if method == "pgd-10":
         name, extra = "pgd", {"pgd_steps": 10}
     elif method == "l2l-3step":
@@ -320,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
           f"attacker width {att_width:.4f} -> ratio {ratio:.3f}")
     if args.timing_only:
         step_s, step_flops = interleaved_step_seconds(methods, args, att_width)
-        result = {"step_timing": {**TIMING,
+        result: dict[str, Any] = {"step_timing": {**TIMING,
                                   "model": f"preact-resnet18 (width {args.width})",
                                   "attacker_width": att_width, "attacker_to_classifier_flops": ratio,
                                   "torch_threads": args.threads, "seconds_per_step_median": step_s,
