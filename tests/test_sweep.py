@@ -296,3 +296,16 @@ def test_ctrl_c_stops_the_sweep_leaves_runs_resumable_and_no_process(tmp_path):
     logs = "".join(p.read_text() for p in runs.glob("gail/*/gail/seed*.log"))
     assert "interrupted: the last checkpoint is kept" in logs  # the run's own interrupt path ran
     os.rmdir(temp)
+
+
+def test_an_address_nothing_answers_at_is_a_one_line_error(tmp_path):
+    import socket
+
+    with socket.socket() as closed:  # bound, never listening: connecting is refused at once
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+        job = Job("a", ("-c", "pass"), tmp_path / "a")
+        with pytest.raises(L2LError, match="nothing answers at"):
+            run_jobs([job], address=address, progress=False)
+    with pytest.raises(L2LError, match="must be auto, HOST:PORT"):
+        run_jobs([job], address="nonsense", progress=False)

@@ -54,8 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="runs at a time on the local machine, one CPU each (1: no Ray)")
     parser.add_argument("--address", default=None,
-                        help="run on a Ray cluster instead: auto (the one `ray start` runs here) or "
-                        "ray://HOST:PORT; the run directories must be on a file system every node shares")
+                        help="run on a Ray cluster instead: auto (the one `ray start` runs here), "
+                        "HOST:PORT of its head, or ray://HOST:PORT (Ray Client); the run directories must "
+                        "be on a file system every node shares")
     parser.add_argument("--max-retries", type=int, default=2,
                         help="attempts after the first for a run that crashed (resumed from its checkpoint)")
     parser.add_argument("--dry-run", action="store_true",

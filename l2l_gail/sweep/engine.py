@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
+from l2l_gail.errors import L2LError
 from l2l_gail.sweep.jobs import STOP_GRACE_SECONDS, Job, Outcome, execute
 
 # Driver variables a run's result depends on, sent to workers that may run on other machines.
@@ -78,9 +80,9 @@ class RayPool:
         workers: ``address=None``: start a private local Ray with this many CPUs, listening on
             the loopback interface only, with usage statistics off and its files in a temporary
             directory removed by :meth:`close` (no network, nothing left behind).
-        address: ``"auto"`` (the cluster ``ray start`` runs on this machine) or
-            ``"ray://HOST:PORT"`` (Ray Client): use an existing cluster; :meth:`close` only
-            disconnects from it.
+        address: ``"auto"`` (the cluster ``ray start`` runs on this machine), ``"HOST:PORT"``
+            (its head) or ``"ray://HOST:PORT"`` (Ray Client): use an existing cluster;
+            :meth:`close` only disconnects from it.
     """
 
     def __init__(self, workers: int | None = None, address: str | None = None) -> None:
@@ -89,25 +91,32 @@ class RayPool:
         if address is None:
             # Read when ray is imported: without it Ray binds every interface of a Linux host.
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        elif address != "auto":
+            _check_reachable(address)
         import ray
 
         self._ray = ray
         self._cwd, self._env = _task_env()
         started = time.perf_counter()
-        if address is None:
-            self._temp_dir = tempfile.mkdtemp(prefix="l2l-ray-")
-            ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, num_gpus=0,
-                     include_dashboard=False, _temp_dir=self._temp_dir, log_to_driver=False,
-                     logging_level=logging.ERROR, object_store_memory=OBJECT_STORE_BYTES)
-        else:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        try:
+            if address is None:
+                self._temp_dir = tempfile.mkdtemp(prefix="l2l-ray-")
+                ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, num_gpus=0,
+                         include_dashboard=False, _temp_dir=self._temp_dir, log_to_driver=False,
+                         logging_level=logging.ERROR, object_store_memory=OBJECT_STORE_BYTES)
+            else:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+            self.close()
+            reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+            if address is None:
+                raise L2LError(f"cannot start a local Ray ({reason}); run with --jobs 1 to run without "
+                               "Ray") from None
+            raise L2LError(f"cannot connect to the Ray cluster at {address} ({reason}); check the address "
+                           "and that the cluster runs this Ray version; with an explicit address, a cluster "
+                           "with token authentication needs RAY_AUTH_MODE=token and its token") from None
         self.startup_seconds = time.perf_counter() - started
         self._remote = ray.remote(num_cpus=1, max_retries=0)(execute)
-
-    @property
-    def temp_dir(self) -> str | None:
-        """The local Ray's session files (its processes name it on their command lines)."""
-        return self._temp_dir
 
     @property
     def capacity(self) -> int:
@@ -140,6 +149,18 @@ class RayPool:
         self._ray.shutdown()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse an address nothing answers at (Ray itself keeps retrying it for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise L2LError(f"--address {address!r} must be auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise L2LError(f"nothing answers at {address} ({exc.strerror or exc}): start the cluster (`ray start "
+                       "--head` on its head node) or correct --address") from None
 
 
 def open_pool(workers: int | None = None, address: str | None = None) -> Pool:
