@@ -115,6 +115,9 @@ class RayPool:
             raise L2LError(f"cannot connect to the Ray cluster at {address} ({reason}); check the address "
                            "and that the cluster runs this Ray version; with an explicit address, a cluster "
                            "with token authentication needs RAY_AUTH_MODE=token and its token") from None
+        except BaseException:  # Ctrl-C during start-up: stop what has started
+            self.close()
+            raise
         self.startup_seconds = time.perf_counter() - started
         self._remote = ray.remote(num_cpus=1, max_retries=0)(execute)
 
