@@ -22,6 +22,7 @@ from l2l_gail.errors import L2LError
 from l2l_gail.sweep import Grid, Job, Variant, run_jobs
 from l2l_gail.sweep.cli import grid_from_args
 from l2l_gail.sweep.grid import load_file, option_args, parse_seeds, parse_variant
+from l2l_gail.sweep.jobs import last_error
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"timesteps": 1024, "eval-every": 1024, "eval-episodes": 2}  # one round of 8 x 128 steps
@@ -206,6 +207,15 @@ def test_a_crash_is_retried_with_resume(tmp_path):
     result = run_jobs([job("b")], workers=1, max_retries=0, progress=False)
     assert result.outcomes[job("b")].error == "RuntimeError: worker lost"
     assert "--resume" in job("b").argv()  # the next sweep continues it
+
+
+def test_the_error_line_is_the_last_attempts(tmp_path):
+    log = tmp_path / "seed0.log"
+    log.write_text("== 1: cmd\nerror: unknown method\n== 2: cmd --resume\n"
+                   "Traceback (most recent call last):\n  File x\nRuntimeError: node lost\n")
+    assert last_error(log) == "RuntimeError: node lost"
+    log.write_text(log.read_text() + "== 3: cmd --resume\nl2l gail train: error: argument --x: bad\nusage\n")
+    assert last_error(log) == "l2l gail train: error: argument --x: bad"
 
 
 # ----------------------------------------------------------------------------- Ctrl-C, processes, sockets

@@ -151,15 +151,16 @@ def _outcome(job: Job, code: int, seconds: float, host: str) -> Outcome:
 
 
 def last_error(log_path: Path, limit: int = 300) -> str:
-    """The failure's one line from a run's log: the last ``error: ...`` line (the l2l CLI's or
-    argparse's), else the last line (a traceback's exception)."""
+    """The failure's one line from a run's log: the last attempt's last ``error: ...`` line (the
+    l2l CLI's or argparse's), else its last line (a traceback's exception)."""
     try:
         with log_path.open("rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
             lines = [s.strip() for s in f.read().decode(errors="replace").splitlines()]
     except OSError as exc:
         return f"(no log: {exc})"
-    lines = [s for s in lines if s and not s.startswith("== ")]
+    header = max((i for i, s in enumerate(lines) if s.startswith("== ")), default=-1)
+    lines = [s for s in lines[header + 1:] if s]
     errors = [s for s in lines if s.startswith("error: ") or ": error: " in s]
     line = (errors or lines or ["(no output)"])[-1]
     return line if len(line) <= limit else line[: limit - 3] + "..."
