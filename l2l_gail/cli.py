@@ -56,8 +56,16 @@ class _Formatter(argparse.HelpFormatter):
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent,
-                             subsequent_indent=indent, break_on_hyphens=False)
+        """Fill each paragraph (blank-line separated); keep indented paragraphs (examples) as
+        written."""
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            if paragraph.startswith(" "):
+                paragraphs.append(textwrap.indent(paragraph, indent))
+            else:
+                paragraphs.append(textwrap.fill(" ".join(paragraph.split()), width, initial_indent=indent,
+                                                subsequent_indent=indent, break_on_hyphens=False))
+        return "\n\n".join(paragraphs)
 
 
 def _sub(subparsers: argparse._SubParsersAction, name: str, help_: str, handler: Handler,
@@ -499,6 +507,17 @@ def _add_meta(mode: argparse.ArgumentParser) -> None:
     _add_run_options(app, "<dataset>-<model>-seed<seed>")
 
 
+# ----------------------------------------------------------------------------- sweep
+SWEEP_HELP = "run a grid of train commands (tasks x methods x seeds) in parallel, locally or on a Ray cluster"
+
+
+def _add_sweep(mode: argparse.ArgumentParser) -> None:
+    from l2l_gail.sweep.cli import DESCRIPTION, add_arguments
+
+    mode.description = DESCRIPTION
+    add_arguments(mode)
+
+
 # ----------------------------------------------------------------------------- main
 @dataclass(frozen=True)
 class Mode:
@@ -523,6 +542,7 @@ MODES: dict[str, Mode] = {
     "gail": Mode("GAIL with learned discriminator / policy updates",
                  "GAIL (Ho & Ermon 2016) with an Adam, gradient-penalty or learned (L2L) "
                  "discriminator update, and stability comparisons.", _add_gail),
+    "sweep": Mode(SWEEP_HELP, "Grids of `l2l MODE train` runs on Ray.", _add_sweep),
 }
 
 

@@ -2,13 +2,13 @@
 """Benchmark: gail, gail-gp and l2l-gail on the MuJoCo locomotion tasks, 5 seeds x 1M steps.
 
 For every task whose demonstrations are shipped (hopper, walker2d, halfcheetah by default),
-trains every method for every seed under ``runs/gail/bench-<task>/<method>/seed<k>/``,
-interleaved by seed so that partial results already compare the methods, then writes
-``results/gail/<task>.{json,md,png}`` with ``l2l gail compare``. Long (CPU days for all of
-it): run it in the background. Finished runs are skipped and unfinished ones resumed from
-their last checkpoint, so re-running the same command continues where it stopped; throughput
-(env steps/s) is measured within each run, so the methods' speeds are compared on the same
-machine and session mix.
+trains every method for every seed under ``runs/gail/bench-<task>/<method>/seed<k>/``, then
+writes ``results/gail/<task>.{json,md,png}`` with ``l2l gail compare``. The runs are a sweep
+(:mod:`l2l_gail.sweep`): ``--jobs`` at a time on this machine (default: one per core) or on a
+Ray cluster with ``--address``, seeds outermost so that partial results already compare the
+methods. Long (CPU days for all of it): run it in the background. Finished runs are skipped
+and unfinished ones resumed from their last checkpoint, so re-running the same command
+continues where it stopped.
 
     nohup .venv/bin/python scripts/bench_gail.py > bench_gail.log 2>&1 &
     .venv/bin/python scripts/bench_gail.py --tasks inverted-pendulum --seeds 0,1 --timesteps 4096  # smoke
@@ -24,6 +24,7 @@ each, several repeats) and writes ``<task>-throughput.{json,md}`` with medians a
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -35,8 +36,10 @@ from l2l_gail.errors import L2LError
 from l2l_gail.gail import demos
 from l2l_gail.gail.compare import RESULTS_DIR, compare, output_paths
 from l2l_gail.gail.expert import set_threads
-from l2l_gail.gail.train import GAILConfig, Prepared, build, prepare, start_segment, train_round, train_seeds
+from l2l_gail.gail.train import GAILConfig, Prepared, build, prepare, start_segment, train_round
 from l2l_gail.runs import DEFAULT_ROOT, atomic_write_text, write_json
+from l2l_gail.sweep import Grid, Variant, run_jobs
+from l2l_gail.sweep.cli import report
 
 TASKS = ("hopper", "walker2d", "halfcheetah")
 METHODS = ("gail", "gail-gp", "l2l-gail")
@@ -57,7 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, default=None, help="root of the run directories")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR, help="where <task>.json goes")
     parser.add_argument("--force", action="store_true", help="overwrite existing results")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="runs at a time on this machine (1: one by one, no Ray)")
+    parser.add_argument("--address", default=None,
+                        help="run on a Ray cluster instead: auto or ray://HOST:PORT (see `l2l sweep --help`)")
+    parser.add_argument("--max-retries", type=int, default=2,
+                        help="attempts after the first for a crashed run")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--throughput", action="store_true",
                         help="only measure env steps/s of every configuration round-robin (seed: the first "
@@ -105,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     if not tasks:
         raise L2LError("none of the tasks has shipped demonstrations; see `l2l expert show`")
     set_threads(args.threads)
+    variants = [Variant(m, {"method": m}) for m in methods] + [
+        Variant(*parse_variant(spec)) for spec in args.variant]
     # Every configuration and output is checked before the first (long) run starts.
     plans = []
     for task in tasks:
@@ -113,28 +124,30 @@ def run(args: argparse.Namespace) -> int:
         existing = [p for p in targets if p.exists()]
         if existing and not args.force:
             raise L2LError(f"{existing[0]} exists: pass --force to overwrite the {task} results")
-        prepared = {m: prepare(GAILConfig(task=task, method=m, timesteps=args.timesteps,
-                                          eval_every=args.eval_every, seed=seeds[0])) for m in methods}
-        for spec in args.variant:
-            label, fields = parse_variant(spec)
-            prepared[label] = prepare(GAILConfig(task=task, timesteps=args.timesteps,
-                                                 eval_every=args.eval_every, seed=seeds[0], label=label,
-                                                 **fields))
+        prepared = {v.label: prepare(GAILConfig(
+            task=task, timesteps=args.timesteps, eval_every=args.eval_every, seed=seeds[0],
+            label=None if v.label in methods else v.label, **v.options)) for v in variants}
         plans.append((task, output, prepared))
     if args.throughput:
         for task, output, prepared in plans:
             write_throughput(output, task, throughput(prepared, args.repeats, args.rounds))
         return 0
-    for task, output, prepared in plans:
-        experiment = f"bench-{task}"
-        for seed in seeds:
-            for method in prepared:
-                train_seeds(prepared[method], [seed], experiment, runs_dir=args.runs_dir, resume="auto",
-                            progress=not args.no_progress, echo=lambda line: print(line, flush=True))
-        out = compare(Path(args.runs_dir or DEFAULT_ROOT) / "gail" / experiment, output, force=args.force)
+    grid = Grid("gail", tasks, variants, seeds, {"timesteps": args.timesteps, "eval-every": args.eval_every,
+                                                 "threads": args.threads}, experiment="bench-{task}")
+    runs_dir = Path(args.runs_dir or DEFAULT_ROOT)
+    result = run_jobs(grid.jobs(runs_dir), workers=args.jobs, address=args.address,
+                      max_retries=args.max_retries, progress=not args.no_progress)
+    report(result)
+    unfinished = {job.run_dir.parents[1].name for job, o in result.outcomes.items()
+                  if o.status not in ("done", "skipped")}
+    for task, output, _ in plans:
+        if f"bench-{task}" in unfinished:
+            print(f"{task}: not compared: some of its runs did not finish")
+            continue
+        out = compare(runs_dir / "gail" / f"bench-{task}", output, force=args.force)
         print(out.markdown.read_text(), end="")
         print(f"results: {out.json}\ntable:   {out.markdown}\nplot:    {out.plot}")
-    return 0
+    return 130 if result.interrupted else 0 if result.ok else 1
 
 
 def throughput(prepared: dict[str, Prepared], repeats: int, rounds: int) -> dict[str, list[float]]:

@@ -13,9 +13,13 @@
 
 Settings: (a) same architecture and data (MNIST MLP; eps 0.1 and 0.3), (b) MLP -> small CNN,
 (c) MNIST -> Fashion-MNIST, (d) low data (1,000 MNIST images; 5,000 Fashion-MNIST images, since
-the offline MNIST source has 4,500 training images). Finished cells are kept in
-``<out>/cells.json`` and skipped on a re-run; meta-training runs resume. Writes
-``<out>/transfer.json`` and ``<out>/transfer.md``.
+the offline MNIST source has 4,500 training images). The meta-training runs, then the cells
+(one way, setting and seed each), are two sweeps (:mod:`l2l_gail.sweep`): ``--jobs`` at a time
+on this machine or on a Ray cluster with ``--address``, each job this script with
+``--run-optimizer NAME`` or ``--run-cell SETTING:WAY:SEED`` in its own process, writing under
+``--runs-dir``. Finished cells are kept in ``<out>/cells.json`` and skipped on a re-run;
+meta-training runs resume. Writes ``<out>/transfer.json`` and ``<out>/transfer.md``; the
+per-step cost table is timed in this process.
 
     python scripts/bench_meta.py                 # the committed budget
     python scripts/bench_meta.py --quick --out /tmp/meta-quick
@@ -24,7 +28,9 @@ the offline MNIST source has 4,500 training images). Finished cells are kept in
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import shutil
 import sys
 import time
@@ -39,7 +45,12 @@ from l2l_gail.meta.optimizees import build_optimizee
 from l2l_gail.meta.report import WAYS, markdown_table, setting_entry
 from l2l_gail.meta.train import MetaConfig, config_dict, load_data, meta_train
 from l2l_gail.runs import RunDir, atomic_write_text, write_json
+from l2l_gail.sweep import Job, run_jobs
+from l2l_gail.sweep.cli import report
+from l2l_gail.sweep.engine import open_pool
 from l2l_gail.vision.methods import build_method
+
+SCRIPT = Path(__file__).resolve()
 
 # name -> MetaConfig overrides (all on the offline MNIST MLP with FGSM batches)
 OPTIMIZERS: dict[str, dict[str, Any]] = {
@@ -83,6 +94,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", default=None, help="comma-separated setting names to run (default: all)")
     p.add_argument("--quick", action="store_true",
                    help="smoke budget: 1 seed, 1 epoch, 3 short meta-training episodes, 100 test images")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="jobs at a time on this machine (1: one by one, no Ray)")
+    p.add_argument("--address", default=None,
+                   help="run on a Ray cluster instead: auto or ray://HOST:PORT (see `l2l sweep --help`)")
+    p.add_argument("--max-retries", type=int, default=2, help="attempts after the first for a crashed job")
+    p.add_argument("--no-progress", action="store_true", help="hide the sweeps' progress bars")
+    job = p.add_mutually_exclusive_group()
+    job.add_argument("--run-optimizer", default=None, metavar="NAME",
+                     help="meta-train this one optimizer in this process (what each sweep job runs)")
+    job.add_argument("--run-cell", default=None, metavar="SETTING:WAY:SEED",
+                     help="train and evaluate this one cell (SETTING indexes the settings) in this process")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.epochs, args.eval_subset = "0", 1, 100
@@ -95,11 +117,13 @@ def meta_config(name: str, args: argparse.Namespace) -> MetaConfig:
                       meta_lr=args.meta_lr, **OPTIMIZERS[name])
 
 
-def ensure_optimizer(name: str, args: argparse.Namespace) -> Path:
-    """Meta-train (or resume) optimizer ``name``; copy it to ``<out>/optimizers/<name>.pt``."""
-    dest = args.out / "optimizers" / f"{name}.pt"
-    if dest.is_file():
-        return dest
+def optimizer_path(name: str, args: argparse.Namespace) -> Path:
+    """Where the benchmark keeps meta-trained optimizer ``name``: ``<out>/optimizers/<name>.pt``."""
+    return args.out / "optimizers" / f"{name}.pt"
+
+
+def train_optimizer(name: str, args: argparse.Namespace) -> None:
+    """Meta-train (or resume) optimizer ``name`` in ``<runs-dir>/<name>/`` (one sweep job)."""
     config = meta_config(name, args)
     path = args.runs_dir / name
     resume = (path / "config.yaml").is_file()
@@ -109,10 +133,63 @@ def ensure_optimizer(name: str, args: argparse.Namespace) -> Path:
     metrics = meta_train(config, run, resume=resume, progress=False)
     print(f"  {time.perf_counter() - start:.0f} s; last optimizee clean {metrics['final_clean_acc']:.3f} "
           f"fgsm {metrics['final_robust_acc']:.3f}", flush=True)
+
+
+def publish_optimizer(name: str, args: argparse.Namespace) -> None:
+    """Copy a finished meta-training run's optimizer to :func:`optimizer_path`, with its numbers."""
+    dest, run = optimizer_path(name, args), args.runs_dir / name
+    if dest.is_file():
+        return
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path / "optimizer.pt", dest)
-    write_json(dest.with_suffix(".json"), {"config": config_dict(config), "meta_training": metrics})
-    return dest
+    shutil.copyfile(run / "optimizer.pt", dest)
+    metrics = json.loads((run / "metrics.json").read_text())
+    write_json(dest.with_suffix(".json"), {"config": config_dict(meta_config(name, args)),
+                                           "meta_training": metrics})
+
+
+def job_options(args: argparse.Namespace) -> list[str]:
+    """The options a job's process needs to rebuild this benchmark's configuration."""
+    options = {"--out": args.out.resolve(), "--runs-dir": args.runs_dir.resolve(), "--epochs": args.epochs,
+               "--batch-size": args.batch_size, "--adam-lr": args.adam_lr, "--eval-subset": args.eval_subset,
+               "--autoattack-version": args.autoattack_version, "--episodes": args.episodes,
+               "--episode-steps": args.episode_steps, "--eps-warmup": args.eps_warmup,
+               "--meta-lr": args.meta_lr}
+    return [str(a) for item in options.items() for a in item]
+
+
+def optimizer_job(name: str, args: argparse.Namespace) -> Job:
+    return Job(f"meta-train {name}", (str(SCRIPT), *job_options(args), "--run-optimizer", name),
+               (args.runs_dir / name).resolve(), resume_args=())
+
+
+def cell_key(index: int, way: str, seed: int, args: argparse.Namespace) -> str:
+    """``cells.json``'s key of a cell: everything its numbers depend on."""
+    _, opt_name, dataset, model, width, train_size, eps = SETTINGS[index]
+    tag = opt_name if way == "learned_clean" else "-"
+    return f"{dataset}|{train_size}|{model}|{width}|{eps}|{args.epochs}|{way}|{tag}|{seed}"
+
+
+def cell_job(index: int, way: str, seed: int, args: argparse.Namespace) -> Job:
+    """A cell's job: it writes ``cell.json`` in ``<runs-dir>/cells/<key>/``; the sweep's caller
+    gathers those into ``cells.json``."""
+    key = cell_key(index, way, seed, args)
+    return Job(f"{SETTINGS[index][0]} {key}", (str(SCRIPT), *job_options(args), "--run-cell",
+                                               f"{index}:{way}:{seed}"),
+               (args.runs_dir / "cells" / key.replace("|", "_")).resolve(), done_file="cell.json",
+               resume_args=())
+
+
+def run_cell(spec: str, args: argparse.Namespace) -> None:
+    """``--run-cell SETTING:WAY:SEED``: train and evaluate the cell, write its ``cell.json``."""
+    index, way, seed = spec.split(":")
+    name, opt_name, dataset, model, width, train_size, eps = SETTINGS[int(index)]
+    t0 = time.perf_counter()
+    c = train_cell(way, optimizer_path(opt_name, args), dataset, model, width, train_size, eps, int(seed),
+                   args)
+    write_json(cell_job(int(index), way, int(seed), args).run_dir / "cell.json", c)
+    print(f"[{time.strftime('%H:%M:%S')}] {name} {dataset} {model} eps {eps} {way} seed {seed}: clean "
+          f"{c['clean_acc']:.3f} pgd20 {c['pgd20_acc']:.3f} aa {c['autoattack_acc']:.3f} train "
+          f"{c['train_seconds']:.1f} s (cell {time.perf_counter() - t0:.0f} s)", flush=True)
 
 
 def train_cell(way: str, optimizer: Path | None, dataset: str, model_name: str, width: int | None,
@@ -173,36 +250,55 @@ def step_costs(repeats: int = 20) -> dict[str, dict[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
+    if args.run_optimizer:
+        train_optimizer(args.run_optimizer, args)
+        return 0
+    if args.run_cell:
+        run_cell(args.run_cell, args)
+        return 0
     seeds = [int(s) for s in args.seeds.split(",")]
     only = set(args.only.split(",")) if args.only else None
-    settings = [s for s in SETTINGS if only is None or s[0] in only]
+    indices = [i for i, s in enumerate(SETTINGS) if only is None or s[0] in only]
+    names = list(dict.fromkeys(SETTINGS[i][1] for i in indices))
+    optimizers = [optimizer_job(n, args) for n in names if not optimizer_path(n, args).is_file()]
     cells_path = args.out / "cells.json"
     cells: dict[str, Any] = json.loads(cells_path.read_text()) if cells_path.is_file() else {}
+    todo = {cell_key(i, w, s, args): cell_job(i, w, s, args) for i in indices for w in WAYS for s in seeds}
+    todo = {key: job for key, job in todo.items() if key not in cells}
+    # one Ray for both sweeps, started only if something is left to run
+    pending = [job for job in [*optimizers, *todo.values()] if not job.finished()]
+    pool = open_pool(args.jobs, args.address) if pending else None
+    try:
+        sweep = functools.partial(run_jobs, pool=pool, max_retries=args.max_retries,
+                                  progress=not args.no_progress)
+        result = sweep(optimizers)
+        report(result)
+        if result.ok:
+            for name in names:
+                publish_optimizer(name, args)
+            result = sweep(list(todo.values()))
+            report(result)
+    finally:
+        if pool is not None:
+            pool.close()
+    for key, job in todo.items():  # gathered even after a failure: nothing finished is redone
+        if job.finished():
+            cells[key] = json.loads((job.run_dir / job.done_file).read_text())
+    write_json(cells_path, cells)
+    if not result.ok:
+        return 130 if result.interrupted else 1
     entries = []
-    for name, opt_name, dataset, model, width, train_size, eps in settings:
-        optimizer = ensure_optimizer(opt_name, args)
-        ways: dict[str, list[dict[str, float]]] = {w: [] for w in WAYS}
-        for way in WAYS:
-            for seed in seeds:
-                tag = opt_name if way == "learned_clean" else "-"
-                key = f"{dataset}|{train_size}|{model}|{width}|{eps}|{args.epochs}|{way}|{tag}|{seed}"
-                if key not in cells:
-                    t0 = time.perf_counter()
-                    c = train_cell(way, optimizer, dataset, model, width, train_size, eps, seed, args)
-                    cells[key] = c
-                    write_json(cells_path, cells)
-                    print(f"[{time.strftime('%H:%M:%S')}] {name} {dataset} {model} eps {eps} {way} seed "
-                          f"{seed}: clean {c['clean_acc']:.3f} pgd20 {c['pgd20_acc']:.3f} aa "
-                          f"{c['autoattack_acc']:.3f} train {c['train_seconds']:.1f} s "
-                          f"(cell {time.perf_counter() - t0:.0f} s)", flush=True)
-                ways[way].append(cells[key])
+    for i in indices:
+        name, opt_name, dataset, model, width, _, eps = SETTINGS[i]
+        ways = {w: [cells[cell_key(i, w, s, args)] for s in seeds] for w in WAYS}
         trained_on = f"mnist-5k mlp fgsm eps {OPTIMIZERS[opt_name]['eps']:g}" + "".join(
             note for key, note in VARIANT_NOTES.items() if opt_name.endswith(key))
         setting = {"name": name, "meta_trained_on": trained_on, "optimizer": opt_name, "dataset": dataset,
                    "model": model if width is None else f"{model}-w{width}",
                    "train_size": ways["adam_clean"][0]["train_size"], "eps": eps}
         entries.append(setting_entry(setting, ways))
-    budget = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    runner = ("jobs", "address", "max_retries", "no_progress", "run_optimizer", "run_cell")
+    budget = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in runner}
     budget.update(threads=1, pgd_at="PGD-10, step 2.5*eps/10, random start, Adam",
                   evaluation=f"PGD-20 (1 restart, step 2.5*eps/20) and AutoAttack {args.autoattack_version} "
                   f"on the first {args.eval_subset} test images", command=" ".join(["python", *sys.argv]))

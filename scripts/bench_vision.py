@@ -6,10 +6,15 @@ forward FLOPs per image are ``--flops-ratio`` x the classifier's (0.35, the rati
 takes from the paper's WideAttacker vs WRN-34-10), counted with ``torch.utils.flop_counter``.
 Every method trains for the same epochs on the same subset; each model is then evaluated with
 clean, FGSM, PGD-20 (restarts, step 0.01), CW-L-inf (30 steps, step 0.01) and AutoAttack
-(pyautoattack). Finished runs are skipped, unfinished ones resumed, so the script can be
-re-run across sessions. Writes ``results/vision/fashion-mnist.{json,md}``.
+(pyautoattack). Every (method, seed) cell -- training, then evaluation -- is one job of a sweep
+(:mod:`l2l_gail.sweep`): ``--jobs`` at a time on this machine or on a Ray cluster with
+``--address``, each running this script with ``--run-cell METHOD:SEED`` in its own process.
+Finished cells are skipped, unfinished ones resumed, so the script can be re-run across
+sessions. Writes ``results/vision/fashion-mnist.{json,md}``.
 
     python scripts/bench_vision.py --seeds 0,1,2
+    python scripts/bench_vision.py --dataset synthetic --methods standard --seeds 0 --train-size 64 \
+        --epochs 1 --width 2 --eval-n 32 --aa-n 4 --aa-version fast --output /tmp/v.json   # smoke
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -28,12 +35,15 @@ from torch.utils.flop_counter import flop_registry
 
 from l2l_gail.core.attacker import WideAttacker
 from l2l_gail.runs import RunDir, atomic_write_text, write_json
+from l2l_gail.sweep import Job, run_jobs
+from l2l_gail.sweep.cli import report
 from l2l_gail.vision.attacks import FGSM, PGD, AutoAttack
 from l2l_gail.vision.data import batches
 from l2l_gail.vision.evaluate import evaluate
 from l2l_gail.vision.models import build_model
 from l2l_gail.vision.train import VisionConfig, load_classifier, train
 
+SCRIPT = Path(__file__).resolve()
 METHODS = ["standard", "fgsm-rs", "pgd-10", "trades", "l2l-naive", "l2l-grad", "l2l-2step", "l2l-3step"]
 TIMING = {"batch_size": 128, "rounds": 7, "steps_per_round": 5}  # --timing-only: round-robin settings
 
@@ -66,27 +76,33 @@ def forward_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 def attacker_width_for(ratio: float, classifier_flops: int, channels: int, size: int) -> tuple[float, float]:
     """Bisect the attacker's width multiplier so its per-image forward FLOPs ~ ratio x classifier."""
-    x = torch.zeros(1, 2 * channels, size, size)
     lo, hi = 0.01, 2.0
     for _ in range(30):
         mid = (lo + hi) / 2
-        if forward_flops(WideAttacker(2 * channels, channels, 0.1, mid), x) < ratio * classifier_flops:
+        if attacker_ratio(mid, classifier_flops, channels, size) < ratio:
             lo = mid
         else:
             hi = mid
-    got = forward_flops(WideAttacker(2 * channels, channels, 0.1, lo), x) / classifier_flops
-    return lo, got
+    return lo, attacker_ratio(lo, classifier_flops, channels, size)
+
+
+def attacker_ratio(width: float, classifier_flops: int, channels: int, size: int) -> float:
+    """Per-image forward FLOPs of the attacker of ``width`` over the classifier's."""
+    x = torch.zeros(1, 2 * channels, size, size)
+    return forward_flops(WideAttacker(2 * channels, channels, 0.1, width), x) / classifier_flops
 
 
 def method_config(method: str, args: argparse.Namespace, seed: int, attacker_width: float) -> VisionConfig:
-    name, extra = method, {}
+    name, extra = method, dict[str, Any]()
     if method == "pgd-10":
         name, extra = "pgd", {"pgd_steps": 10}
     elif method == "l2l-3step":
         name, extra = "l2l-kstep", {"attacker_steps": 3}
-    return VisionConfig(dataset="fashion-mnist", train_subset=args.train_size, eval_subset=args.eval_n,
-                        model="preact-resnet18", width=args.width, method=name, epochs=args.epochs,
-                        eps=args.eps, attacker_width=attacker_width, seed=seed, **extra)
+    if args.dataset == "synthetic":
+        extra["synthetic_shape"] = "1x28x28"
+    return VisionConfig(dataset=args.dataset, data_dir=args.data_dir, train_subset=args.train_size,
+                        eval_subset=args.eval_n, model="preact-resnet18", width=args.width, method=name,
+                        epochs=args.epochs, eps=args.eps, attacker_width=attacker_width, seed=seed, **extra)
 
 
 def run_path(method: str, seed: int, args: argparse.Namespace) -> Path:
@@ -118,6 +134,20 @@ def run_one(method: str, seed: int, args: argparse.Namespace, attacker_width: fl
         aa = evaluate(model, x[:n_aa], y[:n_aa], [PGD(eps, 20, args.pgd_step, restarts=args.restarts),
                                                   AutoAttack(eps, args.aa_version, seed)])
         write_json(eval_path, {"main": main, "aa_subset": aa})
+
+
+def cell_job(method: str, seed: int, args: argparse.Namespace, attacker_width: float) -> Job:
+    """The sweep job of one cell: this script with ``--run-cell`` and every option the cell uses."""
+    options = {"--dataset": args.dataset, "--data-dir": args.data_dir, "--train-size": args.train_size,
+               "--epochs": args.epochs, "--width": args.width, "--eps": args.eps, "--pgd-step": args.pgd_step,
+               "--restarts": args.restarts, "--eval-n": args.eval_n, "--aa-n": args.aa_n,
+               "--aa-version": args.aa_version, "--threads": args.threads,
+               "--runs-dir": args.runs_dir.resolve(), "--attacker-width": repr(attacker_width),
+               "--run-cell": f"{method}:{seed}"}
+    command = [str(SCRIPT)] + [str(a) for k, v in options.items() if v is not None for a in (k, v)]
+    # run_one decides itself what is left to do (train, resume or only evaluate): no --resume
+    return Job(f"{method}/seed{seed}", tuple(command), run_path(method, seed, args).resolve(),
+               done_file="bench_eval.json", resume_args=())
 
 
 def finished_run(method: str, seed: int, args: argparse.Namespace) -> dict | None:
@@ -229,8 +259,11 @@ def _pm(m: dict, key: str) -> str:
     return f"{100 * m[key]:.1f}" + (f" +- {100 * m[key + '_std']:.1f}" if m["seeds"] > 1 else "")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "synthetic"),
+                   help="synthetic: generated 1x28x28 images, for a smoke test without the data set")
+    p.add_argument("--data-dir", default=None, help="data set directory (default: the data module's)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of methods")
     p.add_argument("--train-size", type=int, default=5000, help="training subset size (default 5000)")
@@ -240,6 +273,8 @@ def main() -> int:
     p.add_argument("--pgd-step", type=float, default=0.01, help="evaluation PGD/CW step (default 0.01)")
     p.add_argument("--restarts", type=int, default=2, help="PGD-20/CW restarts (default 2)")
     p.add_argument("--flops-ratio", type=float, default=0.35, help="attacker/classifier forward FLOPs")
+    p.add_argument("--attacker-width", type=float, default=None,
+                   help="the learned attacker's width multiplier (default: bisected for --flops-ratio)")
     p.add_argument("--eval-n", type=int, default=1000, help="test images for clean/FGSM/PGD/CW")
     p.add_argument("--aa-n", type=int, default=100,
                    help="first N test images for AutoAttack, slow on CPU (default 100); PGD-20 is "
@@ -248,13 +283,21 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs/bench-vision"), help="run directories")
     p.add_argument("--output", type=Path, default=Path("results/vision/fashion-mnist.json"))
-    p.add_argument("--progress", action="store_true", help="show per-epoch progress bars")
+    p.add_argument("--progress", action="store_true",
+                   help="show the sweep's progress (cells done / running / failed / queued, ETA)")
     p.add_argument("--tables-only", action="store_true",
                    help="only rewrite the markdown table from the existing JSON results")
     p.add_argument("--timing-only", action="store_true",
                    help="only time training steps of every method round-robin; writes "
                         "<output>-step-timing.{json,md}")
-    args = p.parse_args()
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="cells at a time on this machine (1: one by one, no Ray)")
+    p.add_argument("--address", default=None,
+                   help="run on a Ray cluster instead: auto or ray://HOST:PORT (see `l2l sweep --help`)")
+    p.add_argument("--max-retries", type=int, default=2, help="attempts after the first for a crashed cell")
+    p.add_argument("--run-cell", default=None, metavar="METHOD:SEED",
+                   help="train and evaluate this one cell in this process (what each sweep job runs)")
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.tables_only:
         atomic_write_text(args.output.with_suffix(".md"), markdown(json.loads(args.output.read_text())))
@@ -264,14 +307,21 @@ def main() -> int:
     if unknown:
         print(f"error: unknown methods {sorted(unknown)}; choose from {METHODS}", file=sys.stderr)
         return 2
+    if args.run_cell:
+        method, _, seed = args.run_cell.partition(":")
+        run_one(method, int(seed), args, args.attacker_width)
+        return 0
     cls = build_model("preact-resnet18", 1, 10, width=args.width)
     cls_flops = forward_flops(cls, torch.zeros(1, 1, 28, 28))
-    att_width, ratio = attacker_width_for(args.flops_ratio, cls_flops, 1, 28)
+    if args.attacker_width is None:
+        att_width, ratio = attacker_width_for(args.flops_ratio, cls_flops, 1, 28)
+    else:
+        att_width, ratio = args.attacker_width, attacker_ratio(args.attacker_width, cls_flops, 1, 28)
     print(f"classifier {cls_flops / 1e6:.1f} MFLOPs/image; "
           f"attacker width {att_width:.4f} -> ratio {ratio:.3f}")
     if args.timing_only:
         step_s, step_flops = interleaved_step_seconds(methods, args, att_width)
-        result = {"step_timing": {**TIMING,
+        result: dict[str, Any] = {"step_timing": {**TIMING,
                                   "model": f"preact-resnet18 (width {args.width})",
                                   "attacker_width": att_width, "attacker_to_classifier_flops": ratio,
                                   "torch_threads": args.threads, "seconds_per_step_median": step_s,
@@ -282,26 +332,26 @@ def main() -> int:
         print(markdown(result))
         return 0
     seeds = [int(s) for s in args.seeds.split(",")]
-    for seed in seeds:
-        for method in methods:
-            run_one(method, seed, args, att_width)
-            # the table holds every finished run of these seeds, including methods not asked for
-            # this time, so that adding seeds to a few methods never drops the others
-            done = {m: [r for s in seeds if (r := finished_run(m, s, args))] for m in METHODS}
-            result = {
-                "dataset": "fashion-mnist", "eps": args.eps, "train_size": args.train_size,
-                "epochs": args.epochs, "model": f"preact-resnet18 (width {args.width})",
-                "classifier_mflops": cls_flops / 1e6, "attacker_width": att_width,
-                "attacker_to_classifier_flops": ratio, "eval_n": args.eval_n, "autoattack_n": args.aa_n,
-                "autoattack_version": args.aa_version, "pgd_restarts": args.restarts,
-                "torch_threads": args.threads,
-                "methods": {m: summarise(m, runs) for m, runs in done.items() if runs},
-            }
-
-            write_json(args.output, result)
-            atomic_write_text(args.output.with_suffix(".md"), markdown(result))
-    print(markdown(result))
-    return 0
+    sweep = run_jobs([cell_job(m, s, args, att_width) for s in seeds for m in methods], workers=args.jobs,
+                     address=args.address, max_retries=args.max_retries, progress=args.progress)
+    report(sweep)
+    # the table holds every finished run of these seeds, including methods not asked for this
+    # time, so that adding seeds to a few methods never drops the others
+    done = {m: [r for s in seeds if (r := finished_run(m, s, args))] for m in METHODS}
+    result = {
+        "dataset": args.dataset, "eps": args.eps, "train_size": args.train_size,
+        "epochs": args.epochs, "model": f"preact-resnet18 (width {args.width})",
+        "classifier_mflops": cls_flops / 1e6, "attacker_width": att_width,
+        "attacker_to_classifier_flops": ratio, "eval_n": args.eval_n, "autoattack_n": args.aa_n,
+        "autoattack_version": args.aa_version, "pgd_restarts": args.restarts,
+        "torch_threads": args.threads,
+        "methods": {m: summarise(m, runs) for m, runs in done.items() if runs},
+    }
+    if result["methods"]:
+        write_json(args.output, result)
+        atomic_write_text(args.output.with_suffix(".md"), markdown(result))
+        print(markdown(result))
+    return 130 if sweep.interrupted else 0 if sweep.ok else 1
 
 
 if __name__ == "__main__":

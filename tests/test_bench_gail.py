@@ -30,7 +30,8 @@ def test_parse_variant_types_and_errors():
 def test_tiny_benchmark_with_variant_then_rerun_skips(tmp_path, capsys):
     args = ["--tasks", "inverted-pendulum", "--methods", "gail", "--seeds", "0", "--timesteps", "1024",
             "--eval-every", "1024", "--variant", "l2l-max1:method=l2l-gail,l2l_max_step=1",
-            "--runs-dir", str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"), "--no-progress"]
+            "--runs-dir", str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"), "--no-progress",
+            "--jobs", "1"]
     assert bench.main(args) == 0
     result = json.loads((tmp_path / "out" / "inverted-pendulum.json").read_text())
     assert set(result["tasks"]["inverted-pendulum"]) == {"gail", "l2l-max1"}
