@@ -19,7 +19,7 @@ from l2l_gail.vision.attacks import FGSM, PGD, LearnedAttack, build_attack
 from l2l_gail.vision.evaluate import evaluate
 from l2l_gail.vision.methods import METHODS, build_method
 from l2l_gail.vision.models import build_model
-from l2l_gail.vision.train import VisionConfig, train
+from l2l_gail.vision.train import EvalConfig, VisionConfig, evaluate_checkpoint, train
 
 EPS = 8 / 255
 
@@ -155,6 +155,29 @@ def test_unknown_method_attack_and_bad_eps():
         build_attack("deepfool", 0.1)
     with pytest.raises(L2LError, match=r"eps must lie in \[0, 1\]"):
         _config("pgd", eps=1.5).validate()
+
+
+def test_python_callers_get_the_cli_errors(tmp_path):
+    """The range checks live in the configurations, not in argparse: the Python API refuses the same."""
+    with pytest.raises(L2LError, match="--width must be >= 1, got 0"):
+        _config("standard", width=0).validate()
+    with pytest.raises(L2LError, match="--eval-subset must be >= 1, got 0"):
+        train(_config("standard", eval_subset=0), RunDir(tmp_path / "r", {}), progress=False)
+    with pytest.raises(L2LError, match="--width must be >= 1, got 0"):
+        build_model("small-cnn", 3, 10, width=0)
+    with pytest.raises(L2LError, match="--test-subset must be >= 1, got 0"):
+        evaluate_checkpoint(tmp_path / "none", EvalConfig(test_subset=0))
+    with pytest.raises(L2LError, match="--batch-size must be >= 1, got 0"):
+        evaluate(build_model("small-cnn", 3, 4, width=4, image_size=16), torch.zeros(2, 3, 16, 16),
+                 torch.zeros(2), [], batch_size=0)
+
+
+def test_default_eps_per_data_set():
+    assert {d: VisionConfig(dataset=d).resolved_eps() for d in D.DATASETS} == {
+        "fashion-mnist": 0.1, "mnist": 0.3, "mnist-5k": 0.3, "cifar10": 8 / 255, "cifar100": 8 / 255,
+        "synthetic": 8 / 255}
+    assert VisionConfig(dataset="mnist-5k", eps=0.1).resolved_eps() == 0.1
+    assert D.describe_eps(8 / 255) == "0.0313725 = 8/255" and D.describe_eps(0.3) == "0.3"
 
 
 def _write_idx(path, arr, gz=True):
