@@ -79,11 +79,11 @@ def deploy(learned: LSTMOptimizer, seed: int, steps: int = 100) -> tuple[float, 
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[LSTMOptimizer, float, float]:
-    """An optimizer meta-trained for 40 steps on quadratics; held-out meta-loss before, after."""
+    """An optimizer meta-trained for 80 steps on quadratics; held-out meta-loss before, after."""
     torch.manual_seed(0)
     learned = LSTMOptimizer()
     before = held_out_meta_loss(learned)
-    meta_train(learned, 40)
+    meta_train(learned, 80)  # with 40 steps, after / before reached 0.55 over seeds (0.5 asserted)
     return learned, before, held_out_meta_loss(learned)
 
 
@@ -165,13 +165,14 @@ def test_second_order_keeps_the_hessian_path() -> None:
 
 def test_meta_training_lowers_held_out_meta_loss(trained) -> None:
     _, before, after = trained
+    # after / before over seeds 0-9 x ATEN_CPU_CAPABILITY default/avx2/avx512, one thread: 0.195-0.29
     assert after < 0.5 * before, (before, after)
 
 
 def test_few_meta_steps_make_an_optimizer_that_lowers_a_quadratic() -> None:
     torch.manual_seed(1)
     learned = LSTMOptimizer()
-    meta_train(learned, 8, seed=1)
+    meta_train(learned, 16, seed=1)  # after / before, seeds 0-9 x 3 ISA settings: 0.015-0.14 (8: up to 0.23)
     for seed in (200, 201):
         before, after = deploy(learned, seed)
         assert after < 0.25 * before, (seed, before, after)
@@ -208,7 +209,7 @@ def test_lookahead_step_trains_phi_online_on_held_out_data() -> None:
     before = nn.functional.mse_loss(module(x), y).item()
     phi_before = [p.detach().clone() for p in learned.parameters()]
     state, stats = None, None
-    for _ in range(200):
+    for _ in range(400):  # after / before, seeds 0-9 x 3 ISA settings: 0.03-0.08 (200: up to 0.66)
         perm = torch.randperm(64, generator=gen)
         state, stats = lookahead_step(learned, module, state, loss_on(perm[:32]),
                                       loss_on(perm[32:]), meta_opt)
@@ -292,6 +293,7 @@ def test_wrapper_trains_a_module_like_the_functional_update(trained) -> None:
         twin_loss = nn.functional.mse_loss(functional_call(module, twin, (x,)), y)
         grads = dict(zip(twin, torch.autograd.grad(twin_loss, list(twin.values())), strict=True))
         twin, state, _ = learned.update(twin, grads, state, create_graph=False)
+    # seeds 0-9 x 3 ISA settings: 0.05-0.46 with the 80-step fixture (up to 1.72 with 40 steps)
     assert sum(losses[-10:]) / 10 < 0.75 * losses[0], losses
     for name, p in module.named_parameters():
         torch.testing.assert_close(p, twin[name], rtol=1e-5, atol=1e-6)
