@@ -22,6 +22,7 @@ from l2l_gail.vision.models import build_model
 from l2l_gail.vision.train import EvalConfig, VisionConfig, evaluate_checkpoint, train
 
 EPS = 8 / 255
+STRONG_EPS = 16 / 255  # at 8/255 neither FGSM nor PGD breaks any example of most seeds' classifier
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def trained(tiny):
 
 def test_synthetic_is_learnable(tiny, trained):
     acc = evaluate(trained, tiny.test_x, tiny.test_y, [])["clean_acc"]
-    assert acc > 0.8
+    assert acc > 0.8  # 1.000 over fixture seeds 0-9 x ATEN_CPU_CAPABILITY default/avx2/avx512, one thread
 
 
 @pytest.mark.parametrize("attack", [FGSM(EPS), PGD(EPS, 10), PGD(EPS, 10, loss="cw"), PGD(EPS, 5, restarts=2),
@@ -62,13 +63,14 @@ def test_attacks_raise_loss_and_stay_in_ball(tiny, trained, attack):
     if isinstance(attack, LearnedAttack):  # untrained: a perturbation, not necessarily harmful
         assert (x_adv - x).abs().max() > 0
     else:
-        assert adv > clean
+        assert adv > clean  # adv / clean over fixture seeds 0-9 x the 3 ISA settings: 1.72-313
 
 
 def test_pgd_beats_fgsm_and_worst_case_is_min(tiny, trained):
     torch.manual_seed(0)
-    out = evaluate(trained, tiny.test_x, tiny.test_y, [FGSM(EPS), PGD(EPS, 20, 0.01)])
-    assert out["pgd20_acc"] <= out["fgsm_acc"] <= out["clean_acc"]
+    out = evaluate(trained, tiny.test_x, tiny.test_y, [FGSM(STRONG_EPS), PGD(STRONG_EPS, 20, 0.01)])
+    # over fixture seeds 0-9 x the 3 ISA settings: clean - fgsm 0.17-0.64, fgsm - pgd20 0.008-0.17
+    assert out["pgd20_acc"] <= out["fgsm_acc"] < out["clean_acc"]
     assert out["worst_case_acc"] <= min(out["pgd20_acc"], out["fgsm_acc"])
 
 
@@ -76,15 +78,16 @@ def test_autoattack_runs_and_agrees_with_pgd(tiny, trained):
     torch.manual_seed(0)
     out = evaluate(trained, tiny.test_x[:32], tiny.test_y[:32], [PGD(EPS, 20, 0.01), build_attack(
         "autoattack", EPS, autoattack_version="fast")])
-    assert out["autoattack_acc"] <= out["pgd20_acc"] + 0.1
+    assert out["autoattack_acc"] <= out["pgd20_acc"] + 0.1  # measured: autoattack - pgd20 <= 0.0
 
 
 def test_learned_attacker_loss_rises_against_fixed_classifier(tiny, trained):
     torch.manual_seed(0)
     trained.zero_grad(set_to_none=True)
-    attacker = LearnedAttacker(3, EPS, variant="grad", width=0.125, lr=1e-3)
+    attacker = LearnedAttacker(3, STRONG_EPS, variant="grad", width=0.125, lr=1e-3)
     x, y = D.to_float(tiny.train_x[:128]), tiny.train_y[:128]
     losses = [attacker.attack_step(trained, x, y) for _ in range(30)]
+    # last / first over fixture seeds 0-9 x the 3 ISA settings: 2.2-2300 (at 8/255: 1.48-65)
     assert sum(losses[-5:]) / 5 > 1.5 * sum(losses[:5]) / 5
     assert all(p.grad is None for p in trained.parameters())  # phi only
 
@@ -108,7 +111,8 @@ def _config(method: str, **kw) -> VisionConfig:
 def test_each_method_trains_above_chance(tmp_path, method):
     run = RunDir(tmp_path / method, {"m": method})
     metrics = train(_config(method), run, progress=False)
-    assert metrics["final_test_clean_acc"] > 0.5  # 10 classes: chance is 0.1
+    # 10 classes: chance is 0.1; measured 0.94-1.0 over seeds 0-9 x the 3 ISA settings, every method
+    assert metrics["final_test_clean_acc"] > 0.5
     assert (run.path / "model.pt").is_file() and len(run.checkpoints()) >= 1
     assert any(run.tb_dir.rglob("events.out.tfevents.*"))
 
