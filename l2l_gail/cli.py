@@ -147,6 +147,35 @@ def dataclass_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -
     return cls(**values)
 
 
+def _fill_eps(config: Any, mode: str, name: str, args: argparse.Namespace) -> None:
+    """Set an unset ``config.eps`` and print, in one line, the eps the run uses and why.
+
+    A new run takes the data set's standard radius, recorded in its config.yaml. ``--resume``
+    takes the radius the run recorded, so a default changed since the run started cannot change
+    it halfway (a run that recorded none resolves it as it always did, from the data set).
+    """
+    import yaml
+
+    from l2l_gail.runs import DEFAULT_ROOT
+    from l2l_gail.vision.data import describe_eps
+
+    why = "--eps"
+    if config.eps is None:
+        recorded = Path(args.runs_dir or DEFAULT_ROOT) / mode / name / "config.yaml"
+        try:
+            stored = yaml.safe_load(recorded.read_text()) if args.resume and recorded.is_file() else {}
+        except yaml.YAMLError:
+            stored = {}  # RunDir refuses the damaged file with its own message
+        stored = stored if isinstance(stored, dict) else {}
+        if stored.get("eps") is not None:
+            config.eps, why = stored["eps"], f"recorded in {recorded}"
+        else:
+            why = f"the standard for {config.dataset}; set --eps to change it"
+            if "eps" not in stored:  # an old run's "eps: null" stays unset, so that it still resumes
+                config.eps = config.resolved_eps()
+    print(f"eps {describe_eps(config.resolved_eps())} ({why})")
+
+
 # ----------------------------------------------------------------------------- vision
 def _vision_train(args: argparse.Namespace) -> None:
     from l2l_gail.runs import RunDir
@@ -155,6 +184,7 @@ def _vision_train(args: argparse.Namespace) -> None:
     config = dataclass_from_args(VisionConfig, args)
     config.validate()
     name = args.name or f"{config.dataset}-{config.method}-seed{config.seed}"
+    _fill_eps(config, "vision", name, args)
     run = RunDir.for_mode("vision", name, dataclasses.asdict(config), root=args.runs_dir, resume=args.resume,
                           resume_ignore=("device",))
     print(f"run directory: {run.path}\ntensorboard --logdir {run.tb_dir}")
@@ -165,27 +195,15 @@ def _vision_train(args: argparse.Namespace) -> None:
 
 
 def _vision_eval(args: argparse.Namespace) -> None:
-    import torch
-
     from l2l_gail.runs import write_json
-    from l2l_gail.vision.attacks import build_attack
-    from l2l_gail.vision.evaluate import evaluate
-    from l2l_gail.vision.train import load_classifier, select_device
+    from l2l_gail.vision.train import EvalConfig, evaluate_checkpoint, select_device
 
     if args.output is not None and args.output.exists():
         raise L2LError(f"{args.output} exists; choose another --output (results are never overwritten)")
-    device = select_device(args.device)
-    model, config, data = load_classifier(args.checkpoint, device, args.data_dir)
-    eps = args.eps if args.eps is not None else config.resolved_eps()
-    attacks = [build_attack(a, eps, pgd_step=args.pgd_step, restarts=args.restarts,
-                            autoattack_version=args.autoattack_version, seed=args.seed)
-               for a in args.attacks.split(",") if a.strip()]
-    n = args.test_subset or len(data.test_y)
-    torch.manual_seed(args.seed)  # the attacks' random starts
-    result = evaluate(model, data.test_x[:n], data.test_y[:n], attacks, batch_size=args.batch_size,
-                      device=device, progress=not args.no_progress)
-    result.update(checkpoint=str(args.checkpoint), eps=eps, attacks=[a.name for a in attacks])
-    for k in ["clean_acc", *(f"{a.name}_acc" for a in attacks), "worst_case_acc"]:
+    config = dataclass_from_args(EvalConfig, args)
+    result = evaluate_checkpoint(args.checkpoint, config, data_dir=args.data_dir,
+                                 device=select_device(args.device), progress=not args.no_progress)
+    for k in ["clean_acc", *(f"{a}_acc" for a in result["attacks"]), "worst_case_acc"]:
         print(f"{k:>20s}  {100 * result[k]:6.2f} %")
     if args.output is not None:
         write_json(args.output, result)
@@ -196,7 +214,7 @@ def _add_vision(mode: argparse.ArgumentParser) -> None:
     from l2l_gail.vision.data import DATASETS
     from l2l_gail.vision.methods import METHODS
     from l2l_gail.vision.models import MODELS
-    from l2l_gail.vision.train import VisionConfig
+    from l2l_gail.vision.train import EvalConfig, VisionConfig
 
     sub = _commands(mode)
     train = _sub(sub, "train", "train a classifier with one method", _vision_train,
@@ -210,21 +228,11 @@ def _add_vision(mode: argparse.ArgumentParser) -> None:
               "Clean accuracy, accuracy under each attack and the per-example worst case, "
               "with the model in eval mode.")
     ev.add_argument("checkpoint", type=Path, help="a run directory or its model.pt")
-    ev.add_argument("--attacks", default="fgsm,pgd20,cw,autoattack",
-                    help="comma-separated: fgsm, pgd<K> (e.g. pgd20), cw (CW-L-inf, 30 steps), autoattack")
-    ev.add_argument("--eps", type=float, default=None, help="L-inf radius (default: the training eps)")
-    ev.add_argument("--pgd-step", type=float, default=None, help="PGD/CW step size (default 2.5*eps/steps)")
-    ev.add_argument("--restarts", type=int, default=1, help="random restarts of PGD and CW")
-    ev.add_argument("--autoattack-version", default="standard", choices=("standard", "fast"),
-                    help="standard: APGD-CE, APGD-T, FAB-T, Square; fast: APGD-CE and APGD-T only")
-    ev.add_argument("--test-subset", type=int, default=None,
-                    help="evaluate the first N test images (default: the whole test set)")
-    ev.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
+    add_dataclass_options(ev, EvalConfig, choices={"autoattack_version": ("standard", "fast")})
     ev.add_argument("--data-dir", default=None, help="data directory (default: the training run's)")
     ev.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     ev.add_argument("--output", type=Path, default=None,
                     help="also write the results as JSON here (default: print them only)")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts")
     ev.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -458,7 +466,9 @@ def _meta_train(args: argparse.Namespace) -> None:
 
     config = dataclass_from_args(MetaConfig, args, seed=args.seed)
     config.validate()
-    name = args.name or f"{config.dataset}-{config.model}-{config.attack}-eps{config.eps:g}-seed{config.seed}"
+    name = args.name or (f"{config.dataset}-{config.model}-{config.attack}-eps{config.resolved_eps():g}-"
+                         f"seed{config.seed}")
+    _fill_eps(config, "meta", name, args)
     run = RunDir.for_mode("meta", name, config_dict(config), root=args.runs_dir, resume=args.resume,
                           resume_ignore=("episodes",))
     print(f"run directory: {run.path}\ntensorboard --logdir {run.tb_dir}")
@@ -477,6 +487,7 @@ def _meta_apply(args: argparse.Namespace) -> None:
     config = dataclass_from_args(ApplyConfig, args, seed=args.seed, optimizer=str(args.optimizer))
     config.validate()
     name = args.name or f"{config.dataset}-{config.model}-seed{config.seed}"
+    _fill_eps(config, "meta-apply", name, args)
     run = RunDir.for_mode("meta-apply", name, dataclasses.asdict(config), root=args.runs_dir)
     m = apply(config, run)
     scores = ", ".join(f"{k[:-4]} {m[k]:.4f}" for k in m if k.endswith("_acc"))

@@ -68,15 +68,16 @@ def test_meta_training_lowers_held_out_meta_loss() -> None:
     torch.manual_seed(0)
     learned = LSTMRule()
     before = held_out_meta_loss(learned)
-    meta_train(learned, 40)
+    meta_train(learned, 80)  # with 40 steps, after / before reached 0.55 over seeds (0.5 asserted)
     after = held_out_meta_loss(learned)
+    # after / before over seeds 0-9 x ATEN_CPU_CAPABILITY default/avx2/avx512, one thread: 0.195-0.29
     assert after < 0.5 * before, (before, after)
 
 
 def test_few_meta_steps_make_an_optimizer_that_lowers_a_quadratic() -> None:
     torch.manual_seed(1)
     learned = LSTMRule()
-    meta_train(learned, 8, seed=1)
+    meta_train(learned, 16, seed=1)  # after / before, seeds 0-9 x 3 ISA settings: 0.015-0.14 (8: up to 0.23)
     for seed in (200, 201):
         before, after = deploy(learned, seed)
         assert after < 0.25 * before, (seed, before, after)
@@ -139,7 +140,7 @@ def test_lookahead_step_trains_phi_online_on_held_out_data() -> None:
     before = nn.functional.mse_loss(module(x), y).item()
     phi_before = [p.detach().clone() for p in learned.parameters()]
     state, stats = None, None
-    for _ in range(200):
+    for _ in range(400):  # after / before, seeds 0-9 x 3 ISA settings: 0.03-0.08 (200: up to 0.66)
         perm = torch.randperm(64, generator=gen)
         state, stats = lookahead_step(learned, module, state, loss_on(perm[:32]),
                                       loss_on(perm[32:]), meta_opt)

@@ -46,7 +46,9 @@ def test_collect_writes_a_valid_file(runs_dir: Path, tmp_path: Path,
     assert collect(runs_dir, tmp_path, "--episodes", "2", "--seed", "5") == 0
     out = capsys.readouterr().out
     assert "checkpoints/model.zip" in out  # fell back from the missing best model
-    assert "below the task's expert threshold 1000" in out  # 1024 steps is no expert
+    # 1024 steps is no expert: its 2-episode mean return was 25-40 over training seeds 0-9 x
+    # ATEN_CPU_CAPABILITY default/avx2/avx512
+    assert "below the task's expert threshold 1000" in out
     trajectories = D.load_demos(TASK, tmp_path)
     assert len(trajectories) == 2
     entry = D.verify(TASK, tmp_path)

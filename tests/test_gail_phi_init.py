@@ -28,8 +28,9 @@ def test_clone_imitates_adam_on_held_out_streams() -> None:
     grads = gradient_streams(512, 200, torch.Generator().manual_seed(123))
     target = adam_steps(grads, (0.9, 0.999))
     with torch.no_grad():
+        # over clone seeds 0-9 x ATEN_CPU_CAPABILITY default/avx2/avx512, one thread: 0.074-0.089
         assert float(clone_error(learned, grads, target)) < 0.2 * float(target.square().mean())
-    assert error < 0.05
+    assert error < 0.05  # same settings: 0.018-0.021
     again, _ = adam_clone()
     assert again is not learned  # a fresh copy: training one run's phi leaves the cache alone
     assert all(torch.equal(a, b) for a, b in zip(learned.state_dict().values(),
@@ -57,4 +58,4 @@ def test_clone_trains_a_classifier_about_as_well_as_adam() -> None:
     adam = fit(lambda p: torch.optim.Adam(p, lr=1e-2))
     clone = fit(lambda p: LearnedOptimizer(p, lr=1e-2, learned=adam_clone()[0], reference_lr=1.0))
     start = float(nn.functional.binary_cross_entropy_with_logits(torch.zeros(512), y))
-    assert clone < 0.5 * start and clone < 2 * adam
+    assert clone < 0.5 * start and clone < 2 * adam  # clone / start <= 0.01, clone / adam 0.05-0.18 (same)

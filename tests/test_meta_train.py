@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from l2l_gail.core import LSTMRule
+from l2l_gail.core import LearnedOptimizer, LSTMRule
 from l2l_gail.errors import L2LError
-from l2l_gail.meta.train import MetaConfig, build_train_attack, config_dict, meta_train
+from l2l_gail.meta.apply import fit
+from l2l_gail.meta.optimizees import MLP
+from l2l_gail.meta.train import MetaConfig, build_train_attack, config_dict, load_data, meta_train
 from l2l_gail.runs import RunDir
+from l2l_gail.vision.data import ImageData
 
 torch.set_num_threads(1)
 
@@ -26,14 +29,47 @@ def tiny(**overrides: object) -> MetaConfig:
     return MetaConfig(**base)  # type: ignore[arg-type]
 
 
-def test_meta_training_lowers_the_meta_loss(tmp_path: Path) -> None:
+def _loss_after_training(learned: LSTMRule, data: ImageData) -> float:
+    """Mean training loss of one 20-step epoch of fresh 8-unit MLPs (3 seeds) under ``learned``."""
+    total = 0.0
+    for seed in range(3):
+        torch.manual_seed(100 + seed)
+        model = MLP(784, 10, 8)
+        # allow_untrained: the fresh rule (zero head) is the reference this measures against
+        optimizer = LearnedOptimizer(model.parameters(), learned=learned, allow_untrained=True)
+        total += fit(model, data, optimizer, epochs=1, batch_size=32, seed=seed).final_loss
+    return total / 3
+
+
+def test_meta_trained_rule_lowers_a_fresh_optimizees_loss(tmp_path: Path) -> None:
     config = tiny()
     m = meta_train(config, RunDir(tmp_path / "run", config_dict(config)), progress=False)
-    losses = [h["meta_loss"] for h in m["history"]]
-    # a fresh optimizer (zero head) leaves the optimizee where it is; a trained one descends
-    assert losses[-1] < 0.8 * losses[0], losses
-    assert (tmp_path / "run" / "optimizer.pt").is_file()
-    assert LSTMRule.load(tmp_path / "run" / "optimizer.pt").config == config.optimizer_config()
+    learned = LSTMRule.load(tmp_path / "run" / "optimizer.pt")
+    assert learned.config == config.optimizer_config()
+    # A fresh rule (zero head) makes no step, so its ratio would be 1. Nine episodes do not always
+    # teach a good rule: in some seeds the LSTM only learns a gradient-independent drift (the
+    # degenerate mode of the meta issue) that lowers the loss by ~2.5%. Ratio (trained / fresh)
+    # measured over meta-training seeds 0-9 x ATEN_CPU_CAPABILITY default/avx2/avx512, one thread:
+    # 0.73-0.975 (the drift-only seeds at 0.974-0.975).
+    data = load_data("mnist-5k", None, 640)
+    ratio = _loss_after_training(learned, data) / _loss_after_training(LSTMRule(learned.config), data)
+    assert ratio < 1.0, ratio
+    assert len(m["history"]) == config.episodes
+
+
+def test_saved_files_hold_the_best_and_the_last_phi(tmp_path: Path) -> None:
+    """optimizer.pt is exactly phi of the full-eps episode with the lowest meta-loss; optimizer-last.pt
+    the final phi (compared with the in-memory state saved in the last checkpoint)."""
+    config = tiny(dataset="synthetic", episodes=4, episode_steps=10, eps_warmup=2)
+    run = RunDir(tmp_path / "run", config_dict(config))
+    m = meta_train(config, run, progress=False)
+    state = run.load_latest()
+    assert state is not None
+    best = min((h for h in m["history"] if h["episode"] >= config.eps_warmup), key=lambda h: h["meta_loss"])
+    assert state["best"]["episode"] == m["best_episode"] == best["episode"]
+    for name, phi in (("optimizer.pt", state["best"]["learned"]), ("optimizer-last.pt", state["learned"])):
+        saved = LSTMRule.load(tmp_path / "run" / name).state_dict()
+        assert saved.keys() == phi.keys() and all(torch.equal(saved[k], phi[k]) for k in saved), name
 
 
 def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
@@ -60,12 +96,30 @@ def test_eps_warmup_ramps_from_zero() -> None:
     ({"gradient": "both"}, "--gradient must be one of"),
     ({"episode_steps": 7}, "multiple of --unroll"),
     ({"model": "resnet-9000"}, "unknown model"),
+    ({"dataset": "imagenet"}, "unknown data set 'imagenet'"),
     ({"hidden_size": 0}, "invalid learned-optimizer configuration"),
+    ({"width": 0}, "--width must be >= 1, got 0"),
+    ({"width": -5}, "--width must be >= 1, got -5"),
+    ({"train_size": 0}, "--train-size must be >= 1, got 0"),
+    ({"episodes": 0}, "--episodes must be >= 1, got 0"),
+    ({"attack_steps": 0}, "--attack-steps must be >= 1, got 0"),
+    ({"max_params": 0}, "--max-params must be >= 1, got 0"),
+    ({"meta_lr": 0.0}, "--meta-lr must be > 0, got 0.0"),
+    ({"eps_warmup": -1}, "--eps-warmup must be >= 0, got -1"),
+    ({"clean_weight": -1.0}, "--clean-weight must be >= 0, got -1.0"),
 ])
 def test_bad_configuration_is_one_line_error(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(L2LError, match=message.replace("[", r"\[").replace("]", r"\]")) as info:
         tiny(**overrides).validate()
     assert "\n" not in str(info.value)
+
+
+def test_eps_defaults_to_the_data_sets_standard_and_is_recorded() -> None:
+    for dataset, eps in (("mnist-5k", 0.3), ("mnist", 0.3), ("fashion-mnist", 0.1), ("synthetic", 8 / 255)):
+        config = MetaConfig(dataset=dataset)
+        assert config.resolved_eps() == eps and config_dict(config)["eps"] == eps
+        assert build_train_attack(config).eps == eps
+    assert config_dict(MetaConfig(dataset="mnist-5k", eps=0.1))["eps"] == 0.1
 
 
 def test_train_size_larger_than_the_data_set(tmp_path: Path) -> None:

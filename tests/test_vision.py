@@ -19,9 +19,10 @@ from l2l_gail.vision.attacks import FGSM, PGD, LearnedAttack, build_attack
 from l2l_gail.vision.evaluate import evaluate
 from l2l_gail.vision.methods import METHODS, build_method
 from l2l_gail.vision.models import build_model
-from l2l_gail.vision.train import VisionConfig, train
+from l2l_gail.vision.train import EvalConfig, VisionConfig, evaluate_checkpoint, train
 
 EPS = 8 / 255
+STRONG_EPS = 16 / 255  # at 8/255 neither FGSM nor PGD breaks any example of most seeds' classifier
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def trained(tiny):
 
 def test_synthetic_is_learnable(tiny, trained):
     acc = evaluate(trained, tiny.test_x, tiny.test_y, [])["clean_acc"]
-    assert acc > 0.8
+    assert acc > 0.8  # 1.000 over fixture seeds 0-9 x ATEN_CPU_CAPABILITY default/avx2/avx512, one thread
 
 
 @pytest.mark.parametrize("attack", [FGSM(EPS), PGD(EPS, 10), PGD(EPS, 10, loss="cw"), PGD(EPS, 5, restarts=2),
@@ -62,13 +63,14 @@ def test_attacks_raise_loss_and_stay_in_ball(tiny, trained, attack):
     if isinstance(attack, LearnedAttack):  # untrained: a perturbation, not necessarily harmful
         assert (x_adv - x).abs().max() > 0
     else:
-        assert adv > clean
+        assert adv > clean  # adv / clean over fixture seeds 0-9 x the 3 ISA settings: 1.72-313
 
 
 def test_pgd_beats_fgsm_and_worst_case_is_min(tiny, trained):
     torch.manual_seed(0)
-    out = evaluate(trained, tiny.test_x, tiny.test_y, [FGSM(EPS), PGD(EPS, 20, 0.01)])
-    assert out["pgd20_acc"] <= out["fgsm_acc"] <= out["clean_acc"]
+    out = evaluate(trained, tiny.test_x, tiny.test_y, [FGSM(STRONG_EPS), PGD(STRONG_EPS, 20, 0.01)])
+    # over fixture seeds 0-9 x the 3 ISA settings: clean - fgsm 0.17-0.64, fgsm - pgd20 0.008-0.17
+    assert out["pgd20_acc"] <= out["fgsm_acc"] < out["clean_acc"]
     assert out["worst_case_acc"] <= min(out["pgd20_acc"], out["fgsm_acc"])
 
 
@@ -76,15 +78,16 @@ def test_autoattack_runs_and_agrees_with_pgd(tiny, trained):
     torch.manual_seed(0)
     out = evaluate(trained, tiny.test_x[:32], tiny.test_y[:32], [PGD(EPS, 20, 0.01), build_attack(
         "autoattack", EPS, autoattack_version="fast")])
-    assert out["autoattack_acc"] <= out["pgd20_acc"] + 0.1
+    assert out["autoattack_acc"] <= out["pgd20_acc"] + 0.1  # measured: autoattack - pgd20 <= 0.0
 
 
 def test_learned_attacker_loss_rises_against_fixed_classifier(tiny, trained):
     torch.manual_seed(0)
     trained.zero_grad(set_to_none=True)
-    attacker = LearnedAttacker(3, EPS, variant="grad", width=0.125, lr=1e-3)
+    attacker = LearnedAttacker(3, STRONG_EPS, variant="grad", width=0.125, lr=1e-3)
     x, y = D.to_float(tiny.train_x[:128]), tiny.train_y[:128]
     losses = [attacker.attack_step(trained, x, y) for _ in range(30)]
+    # last / first over fixture seeds 0-9 x the 3 ISA settings: 2.2-2300 (at 8/255: 1.48-65)
     assert sum(losses[-5:]) / 5 > 1.5 * sum(losses[:5]) / 5
     assert all(p.grad is None for p in trained.parameters())  # phi only
 
@@ -108,7 +111,8 @@ def _config(method: str, **kw) -> VisionConfig:
 def test_each_method_trains_above_chance(tmp_path, method):
     run = RunDir(tmp_path / method, {"m": method})
     metrics = train(_config(method), run, progress=False)
-    assert metrics["final_test_clean_acc"] > 0.5  # 10 classes: chance is 0.1
+    # 10 classes: chance is 0.1; measured 0.94-1.0 over seeds 0-9 x the 3 ISA settings, every method
+    assert metrics["final_test_clean_acc"] > 0.5
     assert (run.path / "model.pt").is_file() and len(run.checkpoints()) >= 1
     assert any(run.tb_dir.rglob("events.out.tfevents.*"))
 
@@ -155,6 +159,29 @@ def test_unknown_method_attack_and_bad_eps():
         build_attack("deepfool", 0.1)
     with pytest.raises(L2LError, match=r"eps must lie in \[0, 1\]"):
         _config("pgd", eps=1.5).validate()
+
+
+def test_python_callers_get_the_cli_errors(tmp_path):
+    """The range checks live in the configurations, not in argparse: the Python API refuses the same."""
+    with pytest.raises(L2LError, match="--width must be >= 1, got 0"):
+        _config("standard", width=0).validate()
+    with pytest.raises(L2LError, match="--eval-subset must be >= 1, got 0"):
+        train(_config("standard", eval_subset=0), RunDir(tmp_path / "r", {}), progress=False)
+    with pytest.raises(L2LError, match="--width must be >= 1, got 0"):
+        build_model("small-cnn", 3, 10, width=0)
+    with pytest.raises(L2LError, match="--test-subset must be >= 1, got 0"):
+        evaluate_checkpoint(tmp_path / "none", EvalConfig(test_subset=0))
+    with pytest.raises(L2LError, match="--batch-size must be >= 1, got 0"):
+        evaluate(build_model("small-cnn", 3, 4, width=4, image_size=16), torch.zeros(2, 3, 16, 16),
+                 torch.zeros(2), [], batch_size=0)
+
+
+def test_default_eps_per_data_set():
+    assert {d: VisionConfig(dataset=d).resolved_eps() for d in D.DATASETS} == {
+        "fashion-mnist": 0.1, "mnist": 0.3, "mnist-5k": 0.3, "cifar10": 8 / 255, "cifar100": 8 / 255,
+        "synthetic": 8 / 255}
+    assert VisionConfig(dataset="mnist-5k", eps=0.1).resolved_eps() == 0.1
+    assert D.describe_eps(8 / 255) == "0.0313725 = 8/255" and D.describe_eps(0.3) == "0.3"
 
 
 def _write_idx(path, arr, gz=True):

@@ -23,12 +23,13 @@ from torch import nn
 from l2l_gail.core import LearnedOptimizer, LSTMRule
 from l2l_gail.errors import L2LError
 from l2l_gail.meta.optimizees import DEFAULT_MAX_PARAMS, OPTIMIZEES, build_optimizee, check_servable
-from l2l_gail.meta.train import check_eps, load_data
+from l2l_gail.meta.train import load_data
 from l2l_gail.runs import RunDir, atomic_write
 from l2l_gail.vision.attacks import build_attack
-from l2l_gail.vision.data import ImageData, batches
+from l2l_gail.vision.data import ImageData, batches, check_dataset, resolve_eps
 from l2l_gail.vision.evaluate import evaluate
 from l2l_gail.vision.methods import Method
+from l2l_gail.vision.train import check_numbers
 
 
 @dataclass
@@ -54,8 +55,9 @@ class ApplyConfig:
     """passes of the learned optimizer over the clean training set"""
     batch_size: int = 128
     """training images per learned-optimizer step"""
-    eps: float = 0.1
-    """L-inf radius of the evaluation attacks, in pixel units"""
+    eps: float | None = None
+    """L-inf radius of the evaluation attacks, in pixel units (default: the data set's standard: 0.3 for
+    mnist and mnist-5k, 0.1 for fashion-mnist, 8/255 for cifar10, cifar100 and synthetic)"""
     attacks: str = "fgsm,pgd20,autoattack"
     """comma-separated evaluation attacks: fgsm, pgd<K>, cw, autoattack (empty: clean accuracy only)"""
     autoattack_version: str = "standard"
@@ -66,15 +68,20 @@ class ApplyConfig:
     """largest model (trainable parameters) the learned optimizer is allowed to serve"""
     seed: int = 0
 
+    def resolved_eps(self) -> float:
+        """``eps``, or the data set's standard radius when it is unset."""
+        return resolve_eps(self.eps, self.dataset)
+
     def validate(self) -> None:
         """Raise :class:`L2LError` on the first invalid option (before any file is read)."""
-        check_eps(self.eps)
+        check_dataset(self.dataset)
+        self.resolved_eps()
         if not self.optimizer:
             raise L2LError("--optimizer is required: a file written by `l2l meta train`")
         if self.model not in OPTIMIZEES:
             raise L2LError(f"unknown model {self.model!r}; choose one of {', '.join(OPTIMIZEES)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_subset < 1:
-            raise L2LError("--epochs, --batch-size and --eval-subset must be >= 1")
+        check_numbers(self, at_least_one=("train_size", "width", "epochs", "batch_size", "eval_subset",
+                                          "max_params"))
         if self.autoattack_version not in ("standard", "fast"):
             raise L2LError(f"--autoattack-version must be standard or fast, got {self.autoattack_version!r}")
 
@@ -145,14 +152,14 @@ def apply(config: ApplyConfig, run: RunDir) -> dict[str, Any]:
     n_params = check_servable(model, learned.config, config.max_params)
     result = fit(model, data, LearnedOptimizer(model.parameters(), learned=learned), epochs=config.epochs,
                  batch_size=config.batch_size, seed=config.seed)
-    blob = {"format": "l2l_gail.meta-apply/1", "config": dataclasses.asdict(config),
-            "model": model.state_dict()}
+    blob = {"format": "l2l_gail.meta-apply/1", "model": model.state_dict(),
+            "config": {**dataclasses.asdict(config), "eps": config.resolved_eps()}}
     atomic_write(run.path / "model.pt", lambda tmp: torch.save(blob, tmp))
-    scores = evaluate_model(model, data, eps=config.eps, attacks=config.attacks,
+    scores = evaluate_model(model, data, eps=config.resolved_eps(), attacks=config.attacks,
                             eval_subset=config.eval_subset, autoattack_version=config.autoattack_version,
                             seed=config.seed)
     metrics = {"dataset": config.dataset, "model": config.model, "params": n_params,
-               "train_size": len(data.train_y), "epochs": config.epochs, "eps": config.eps,
+               "train_size": len(data.train_y), "epochs": config.epochs, "eps": config.resolved_eps(),
                "train_seconds": result.train_seconds, "final_train_loss": result.final_loss,
                "optimizer_config": learned.config.to_dict(), **scores}
     run.write_metrics(metrics)

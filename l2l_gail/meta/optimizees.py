@@ -13,7 +13,7 @@ from torch import nn
 
 from l2l_gail.core import LSTMRuleConfig
 from l2l_gail.errors import L2LError
-from l2l_gail.vision.models import MODELS, build_model
+from l2l_gail.vision.models import MODELS, build_model, check_width
 
 OPTIMIZEES = ("mlp", *MODELS)
 DEFAULT_MAX_PARAMS = 1_000_000
@@ -46,7 +46,7 @@ def build_optimizee(name: str, shape: tuple[int, int, int], num_classes: int,
     """
     c, h, w = shape
     if name == "mlp":
-        return MLP(c * h * w, num_classes, width or 20)
+        return MLP(c * h * w, num_classes, check_width(width) or 20)
     if name not in MODELS:
         raise L2LError(f"unknown model {name!r}; choose one of {', '.join(OPTIMIZEES)}")
     return build_model(name, c, num_classes, width=width, image_size=h)

@@ -47,8 +47,9 @@ from l2l_gail.errors import L2LError
 from l2l_gail.meta.optimizees import DEFAULT_MAX_PARAMS, OPTIMIZEES, build_optimizee, check_servable
 from l2l_gail.runs import RunDir
 from l2l_gail.vision.attacks import FGSM, PGD, Attack
-from l2l_gail.vision.data import ImageData, batches, load_dataset, to_float
+from l2l_gail.vision.data import ImageData, batches, check_dataset, load_dataset, resolve_eps, to_float
 from l2l_gail.vision.methods import eval_mode
+from l2l_gail.vision.train import check_numbers
 
 GRADIENT_SOURCES = ("adversarial", "clean")
 TRAIN_ATTACKS = ("fgsm", "pgd")
@@ -70,8 +71,9 @@ class MetaConfig:
     width: int | None = None
     """optimizee width: MLP hidden units or the vision model's width (default: 20 for the MLP, the
     vision model's own default otherwise)"""
-    eps: float = 0.1
-    """L-inf radius of the training attack, in pixel units (inputs are in [0, 1])"""
+    eps: float | None = None
+    """L-inf radius of the training attack, in pixel units (default: the data set's standard: 0.3 for mnist
+    and mnist-5k, 0.1 for fashion-mnist, 8/255 for cifar10, cifar100 and synthetic)"""
     eps_warmup: int = 10
     """episodes over which the attack's eps grows linearly from 0 to --eps (0: full eps at once). Without
     it, meta-training of the MNIST MLP at eps >= 0.02 collapsed to the trivial robust point (uniform
@@ -116,33 +118,27 @@ class MetaConfig:
         return LSTMRuleConfig(hidden_size=self.hidden_size, num_layers=self.num_layers,
                               preprocess_p=self.preprocess_p, output_scale=self.output_scale)
 
+    def resolved_eps(self) -> float:
+        """``eps``, or the data set's standard radius when it is unset."""
+        return resolve_eps(self.eps, self.dataset)
+
     def validate(self) -> None:
         """Raise :class:`L2LError` on the first invalid option."""
-        check_eps(self.eps)
+        check_dataset(self.dataset)
+        self.resolved_eps()
         if self.model not in OPTIMIZEES:
             raise L2LError(f"unknown model {self.model!r}; choose one of {', '.join(OPTIMIZEES)}")
         if self.attack not in TRAIN_ATTACKS:
             raise L2LError(f"--attack must be one of {', '.join(TRAIN_ATTACKS)}, got {self.attack!r}")
         if self.gradient not in GRADIENT_SOURCES:
             raise L2LError(f"--gradient must be one of {', '.join(GRADIENT_SOURCES)}, got {self.gradient!r}")
-        if self.eps_warmup < 0:
-            raise L2LError(f"--eps-warmup must be >= 0, got {self.eps_warmup}")
-        for name in ("batch_size", "unroll", "episode_steps", "episodes", "attack_steps", "eval_size"):
-            if getattr(self, name) < 1:
-                raise L2LError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        check_numbers(self, at_least_one=("train_size", "width", "batch_size", "unroll", "episode_steps",
+                                          "episodes", "attack_steps", "eval_size", "max_params"),
+                      positive=("meta_lr", "max_grad_norm"), non_negative=("eps_warmup", "clean_weight"))
         if self.episode_steps % self.unroll:
             raise L2LError(f"--episode-steps ({self.episode_steps}) must be a multiple of --unroll "
                            f"({self.unroll})")
-        if not (self.meta_lr > 0 and self.clean_weight >= 0 and self.max_grad_norm > 0):
-            raise L2LError("--meta-lr and --max-grad-norm must be positive and --clean-weight >= 0")
         self.optimizer_config()  # raises on a bad LSTM shape
-
-
-def check_eps(eps: float) -> float:
-    """``eps`` if it lies in [0, 1] (inputs are in [0, 1]), else a one-line error."""
-    if not 0.0 <= eps <= 1.0:
-        raise L2LError(f"--eps must lie in [0, 1] (inputs are in [0, 1]), got {eps}")
-    return eps
 
 
 def load_data(dataset: str, data_dir: str | None, train_size: int | None, seed: int = 0) -> ImageData:
@@ -174,7 +170,7 @@ def build_train_attack(config: MetaConfig, episode: int | None = None) -> Attack
     """FGSM (Goodfellow et al. 2015) or PGD (Madry et al. 2018) at ``config.eps``, or at the
     warm-up eps of ``episode``: an eps ramp is the standard cure for adversarial training that
     collapses to a constant classifier when it starts at full eps (e.g. Gowal et al. 2018)."""
-    eps = config.eps
+    eps = config.resolved_eps()
     if episode is not None and config.eps_warmup:
         eps *= min(1.0, episode / config.eps_warmup)
     if config.attack == "fgsm":
@@ -316,5 +312,5 @@ def _episode(config: MetaConfig, data: ImageData, learned: LSTMRule, meta_opt: t
 
 
 def config_dict(config: MetaConfig) -> dict[str, Any]:
-    """The configuration as plain data, for ``config.yaml``."""
-    return dataclasses.asdict(config)
+    """The configuration as plain data, for ``config.yaml``, with the eps the run uses."""
+    return {**dataclasses.asdict(config), "eps": config.resolved_eps()}

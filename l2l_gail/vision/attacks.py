@@ -72,7 +72,8 @@ class PGD(Attack):
         self.steps, self.restarts, self.start = steps, restarts, start
         self.step_size = step_size if step_size is not None else 2.5 * eps / steps
         if isinstance(loss, str):
-            self.loss_fn: LossFn = {"ce": F.cross_entropy, "cw": cw_loss}[loss]
+            losses: dict[str, LossFn] = {"ce": F.cross_entropy, "cw": cw_loss}
+            self.loss_fn = losses[loss]
             self.name = f"pgd{steps}" if loss == "ce" else "cw"
         else:
             self.loss_fn, self.name = loss, "pgd-custom"

