@@ -30,8 +30,10 @@ demo-vision: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# ruff, and mypy on the package (its configuration is in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check l2l_gail scripts tests
+	$(VENV)/bin/mypy l2l_gail
 
 clean-venv:
 	rm -rf $(VENV)
