@@ -45,11 +45,11 @@ from tqdm.auto import tqdm
 from l2l_gail.core import LSTMRule, LSTMRuleConfig, Params, StepLoss, meta_step, trainable_params, unroll
 from l2l_gail.errors import L2LError
 from l2l_gail.meta.optimizees import DEFAULT_MAX_PARAMS, OPTIMIZEES, build_optimizee, check_servable
+from l2l_gail.robust.attacks import FGSM, PGD, Attack
+from l2l_gail.robust.data import ImageData, batches, check_dataset, load_dataset, resolve_eps, to_float
+from l2l_gail.robust.models import eval_mode
+from l2l_gail.robust.options import check_numbers
 from l2l_gail.runs import RunDir
-from l2l_gail.vision.attacks import FGSM, PGD, Attack
-from l2l_gail.vision.data import ImageData, batches, check_dataset, load_dataset, resolve_eps, to_float
-from l2l_gail.vision.methods import eval_mode
-from l2l_gail.vision.train import check_numbers
 
 GRADIENT_SOURCES = ("adversarial", "clean")
 TRAIN_ATTACKS = ("fgsm", "pgd")
