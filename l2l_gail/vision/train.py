@@ -4,7 +4,9 @@ evaluation of a trained checkpoint (`l2l vision eval`).
 Each epoch shuffles with a generator seeded by ``(seed, epoch)`` and checkpoints the classifier,
 its optimizer and schedule, the method's own state (the learned attacker and its Adam) and the
 global RNG state, so ``--resume`` after an interruption ends with the same weights as an
-uninterrupted run (on the same device and thread count).
+uninterrupted run (on the same device and thread count). TensorBoard's x-axis is the
+classifier's optimizer step (:class:`l2l_gail.runs.RunLoop`): the batch loss every
+:data:`LOSS_EVERY` steps, an epoch's means, accuracies and learning rates at its last step.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from l2l_gail.errors import L2LError
@@ -28,8 +29,11 @@ from l2l_gail.robust.evaluate import evaluate
 from l2l_gail.robust.models import MODELS, build_model, check_depth
 from l2l_gail.robust.options import check_numbers
 from l2l_gail.robust.training import train_epoch
-from l2l_gail.runs import RunDir, atomic_write, safe_torch_load
+from l2l_gail.runs import RunDir, RunLoop, atomic_write, safe_torch_load
 from l2l_gail.vision.methods import METHODS, build_method
+
+LOSS_EVERY = 50
+"""The batch loss goes to TensorBoard (``step/loss``) every this many optimizer steps."""
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -182,21 +186,23 @@ def train(config: VisionConfig, run: RunDir, *, resume: bool = False,
     eval_attack = PGD(config.resolved_eps(), config.eval_pgd_steps)
     history: list[dict[str, float]] = []
     first_epoch = 0
-    if resume and (state := run.load_latest()) is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        method.load_state_dict(state["method"])
-        torch.set_rng_state(state["rng"])
-        history, first_epoch = state["history"], state["epoch"] + 1
-    else:
-        torch.manual_seed(config.seed + 1)  # attack randomness, independent of initialisation
-    writer = SummaryWriter(str(run.tb_dir), purge_step=first_epoch if resume else None)
     steps_per_epoch = -(-len(data.train_y) // config.batch_size)
-    try:
+    # TensorBoard's step unit: the classifier's optimizer step (a checkpoint from before tb_step
+    # was recorded ends after its epoch's last step)
+    with RunLoop(run, resume=resume,
+                 legacy_tb_step=lambda state: (state["epoch"] + 1) * steps_per_epoch) as loop:
+        if (state := loop.state) is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            method.load_state_dict(state["method"])
+            torch.set_rng_state(state["rng"])
+            history, first_epoch = state["history"], state["epoch"] + 1
+        else:
+            torch.manual_seed(config.seed + 1)  # attack randomness, independent of initialisation
         for epoch in range(first_epoch, config.epochs):
             stats = _train_epoch(config, data, model, opt, method, epoch, device, run, progress,
-                                 writer, steps_per_epoch)
+                                 loop, steps_per_epoch)
             lrs = {"classifier": opt.param_groups[0]["lr"]}
             lrs.update({k: o.param_groups[0]["lr"] for k, o in method.lr_modules().items()})
             sched.step()
@@ -204,18 +210,14 @@ def train(config: VisionConfig, run: RunDir, *, resume: bool = False,
             stats.update(epoch=epoch, test_clean_acc=ev["clean_acc"],
                          test_pgd_acc=ev[f"{eval_attack.name}_acc"])
             history.append(stats)
-            for k, v in stats.items():
-                if k != "epoch":
-                    writer.add_scalar(_tb_name(k), v, epoch)
-            for k, v in lrs.items():
-                writer.add_scalar(f"lr/{k}", v, epoch)
-            writer.flush()
-            run.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                 "scheduler": sched.state_dict(), "method": method.state_dict(),
-                                 "rng": torch.get_rng_state(), "history": history, "epoch": epoch,
-                                 "config": dataclasses.asdict(config)}, epoch)
-    finally:
-        writer.close()
+            steps_taken = (epoch + 1) * steps_per_epoch
+            # the epoch's numbers belong to its last optimizer step
+            loop.log({_tb_name(k): v for k, v in stats.items() if k != "epoch"}, steps_taken - 1)
+            loop.log({f"lr/{k}": v for k, v in lrs.items()}, steps_taken - 1)
+            loop.checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "scheduler": sched.state_dict(), "method": method.state_dict(),
+                             "rng": torch.get_rng_state(), "history": history, "epoch": epoch,
+                             "config": dataclasses.asdict(config)}, epoch, tb_step=steps_taken)
     save_final_model(run.path / "model.pt", config, model, method)
     metrics = {
         "method": config.method, "dataset": config.dataset, "epochs": config.epochs,
@@ -239,7 +241,7 @@ def _tb_name(key: str) -> str:
 
 def _train_epoch(config: VisionConfig, data: ImageData, model: torch.nn.Module, opt: torch.optim.Optimizer,
                  method: Any, epoch: int, device: torch.device, run: RunDir, progress: bool,
-                 writer: SummaryWriter, steps_per_epoch: int) -> dict[str, float]:
+                 loop: RunLoop, steps_per_epoch: int) -> dict[str, float]:
     gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     start = time.perf_counter()
     bar = tqdm(batches(data.train_x, data.train_y, config.batch_size, generator=gen, augment=data.augment,
@@ -249,8 +251,8 @@ def _train_epoch(config: VisionConfig, data: ImageData, model: torch.nn.Module, 
     def on_batch(step: int, batch: Mapping[str, float], mean: Mapping[str, float]) -> None:
         bar.set_postfix(loss=f"{mean['loss']:.3f}", acc=f"{mean['acc']:.3f}")
         global_step = epoch * steps_per_epoch + step
-        if global_step % 50 == 0:
-            writer.add_scalar("step/loss", batch["loss"], global_step)
+        if global_step % LOSS_EVERY == 0:
+            loop.log({"step/loss": batch["loss"]}, global_step)
 
     last = run.latest_checkpoint()
     out = train_epoch(model, bar, opt, method, epoch=epoch, on_batch=on_batch,
