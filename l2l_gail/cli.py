@@ -156,8 +156,8 @@ def _fill_eps(config: Any, mode: str, name: str, args: argparse.Namespace) -> No
     """
     import yaml
 
+    from l2l_gail.robust.data import describe_eps
     from l2l_gail.runs import DEFAULT_ROOT
-    from l2l_gail.vision.data import describe_eps
 
     why = "--eps"
     if config.eps is None:
@@ -211,9 +211,9 @@ def _vision_eval(args: argparse.Namespace) -> None:
 
 
 def _add_vision(mode: argparse.ArgumentParser) -> None:
-    from l2l_gail.vision.data import DATASETS
+    from l2l_gail.robust.data import DATASETS
+    from l2l_gail.robust.models import MODELS
     from l2l_gail.vision.methods import METHODS
-    from l2l_gail.vision.models import MODELS
     from l2l_gail.vision.train import EvalConfig, VisionConfig
 
     sub = _commands(mode)

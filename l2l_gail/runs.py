@@ -7,6 +7,11 @@ A training command writes ``<root>/<mode>/<name>/`` holding
 * ``checkpoints/`` -- ``step_<n>.pt`` files written atomically; the newest ``keep`` are kept;
 * ``metrics.json`` -- the final numbers.
 
+:class:`RunLoop` is the skeleton every mode's training loop follows on top of it: resume from
+the newest checkpoint, one TensorBoard writer whose x-axis is the mode's *step unit*, periodic
+checkpoints that record where the TensorBoard history they cover ends, so that a resumed run's
+history equals an uninterrupted run's.
+
 Names that collide are refused rather than overwritten, and every file is written to a
 temporary sibling and renamed into place, so an interrupted write never destroys the last
 good copy.
@@ -23,9 +28,10 @@ import os
 import random
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +39,9 @@ import yaml
 
 from l2l_gail.core.files import atomic_write, safe_torch_load
 from l2l_gail.errors import L2LError
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 DEFAULT_ROOT = Path(os.environ.get("L2L_RUNS", "runs"))
 _CKPT = re.compile(r"^step_(\d+)\.pt$")
@@ -209,6 +218,81 @@ class RunDir:
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> None:
         write_json(self.metrics_path, _plain(metrics))
+
+
+class RunLoop:
+    """The run-loop skeleton of every mode: resume, one TensorBoard step unit, checkpoints, metrics.
+
+    Each mode picks one step unit and logs every scalar against it: the global optimizer step
+    for vision (classifier steps) and meta (meta-steps of ``phi``), environment steps for GAIL.
+    A checkpoint records ``tb_step``, the first step the run has not logged at yet; a resumed
+    run opens its writer with ``purge_step=tb_step``, so TensorBoard drops whatever the
+    interrupted run logged after that checkpoint and the resumed run logs it again -- the
+    history then equals an uninterrupted run's. For a mode that logs at the 0-based index of
+    the step just taken, ``tb_step`` is the number of steps taken; for one that logs at a
+    count of steps done (SB3's ``num_timesteps``), it is that count plus one.
+
+    Usage::
+
+        with RunLoop(run, resume=resume) as loop:
+            if loop.state is not None:
+                ...  # restore the model, optimizers and RNG from loop.state
+            for epoch in range(first, epochs):
+                ...  # train, loop.log({...}, step)
+                loop.checkpoint({...}, epoch, tb_step=steps_taken)
+        run.write_metrics(metrics)
+
+    Args:
+        run: the run directory.
+        resume: continue from its newest checkpoint (none yet: start fresh).
+        legacy_tb_step: ``tb_step`` of a checkpoint written before checkpoints recorded it,
+            computed from the checkpoint (default: 0).
+    """
+
+    def __init__(self, run: RunDir, *, resume: bool,
+                 legacy_tb_step: Callable[[Mapping[str, Any]], int] | None = None) -> None:
+        self.run = run
+        self.state = run.load_latest() if resume else None
+        """The checkpoint to resume from, or None for a fresh start."""
+        self.tb_step = 0
+        if self.state is not None:
+            stored = self.state.get("tb_step")
+            self.tb_step = int(stored) if stored is not None else (
+                legacy_tb_step(self.state) if legacy_tb_step else 0)
+        self._writer: SummaryWriter | None = None
+
+    def __enter__(self) -> RunLoop:
+        # tensorboard is slow to import: only when a run starts
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(str(self.run.tb_dir),
+                                     purge_step=self.tb_step if self.state is not None else None)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.writer.close()
+
+    @property
+    def writer(self) -> SummaryWriter:
+        """The run's TensorBoard writer (inside the ``with`` block)."""
+        if self._writer is None:
+            raise RuntimeError("RunLoop.writer is open only inside `with RunLoop(...)`")
+        return self._writer
+
+    def log(self, scalars: Mapping[str, float], step: int) -> None:
+        """Log ``scalars`` (tag -> value) at ``step``, in the mode's step unit."""
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def checkpoint(self, state: Mapping[str, Any], index: int, *, tb_step: int, keep: int = 2) -> Path:
+        """Flush TensorBoard, then save ``state`` plus ``tb_step`` as ``checkpoints/step_<index>.pt``.
+
+        Flushing first means the history a checkpoint claims is on disk before the checkpoint is.
+        """
+        self.writer.flush()
+        self.tb_step = tb_step
+        return self.run.save_checkpoint({**state, "tb_step": tb_step}, index, keep=keep)
 
 
 def _first_sentence(exc: BaseException) -> str:

@@ -34,13 +34,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from l2l_gail.core.attacker import WideAttacker
+from l2l_gail.robust.attacks import FGSM, PGD, AutoAttack
+from l2l_gail.robust.data import batches
+from l2l_gail.robust.evaluate import evaluate
+from l2l_gail.robust.models import build_model
 from l2l_gail.runs import RunDir, atomic_write_text, write_json
 from l2l_gail.sweep import Job, run_jobs
 from l2l_gail.sweep.cli import report
-from l2l_gail.vision.attacks import FGSM, PGD, AutoAttack
-from l2l_gail.vision.data import batches
-from l2l_gail.vision.evaluate import evaluate
-from l2l_gail.vision.models import build_model
 from l2l_gail.vision.train import VisionConfig, load_classifier, train
 
 SCRIPT = Path(__file__).resolve()

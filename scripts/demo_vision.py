@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
+from l2l_gail.robust.attacks import FGSM, PGD
+from l2l_gail.robust.evaluate import evaluate
 from l2l_gail.runs import DEFAULT_ROOT, RunDir
-from l2l_gail.vision.attacks import FGSM, PGD
-from l2l_gail.vision.evaluate import evaluate
 from l2l_gail.vision.train import VisionConfig, load_classifier, train
 
 

@@ -18,9 +18,9 @@ from l2l_gail.gail.phi_init import adam_clone
 from l2l_gail.meta.apply import ApplyConfig, apply, fit
 from l2l_gail.meta.optimizees import MLP
 from l2l_gail.meta.train import MetaConfig, config_dict, meta_train
+from l2l_gail.robust import attacks
+from l2l_gail.robust.data import synthetic
 from l2l_gail.runs import RunDir
-from l2l_gail.vision import attacks
-from l2l_gail.vision.data import synthetic
 from l2l_gail.vision.methods import build_method
 
 torch.set_num_threads(1)
@@ -89,6 +89,18 @@ def test_apply_never_attacks_during_training(tmp_path: Path, adam_like_file: Pat
     # ... and the transfer run, which trains with the learned optimizer on clean batches, does not
     m = _apply(tmp_path, adam_like_file)
     assert m["clean_acc"] > 0.1  # measured over seeds 0-9 x the three ISA settings: 0.68-1.0
+
+
+def test_fit_trains_a_learned_attacker(tmp_path: Path) -> None:
+    """fit runs the shared training epoch, so the method's after_step trains its learned attacker."""
+    data = synthetic((1, 28, 28), train_size=64, test_size=16)
+    model = MLP(784, 10, 4)
+    method = build_method("l2l-grad", eps=0.1, channels=1, attacker_width=0.05)
+    before = {k: v.clone() for k, v in method.state_dict()["attacker"].items()}
+    fit(model, data, torch.optim.Adam(model.parameters()), epochs=1, batch_size=32, seed=0, method=method)
+    after = method.state_dict()
+    assert after["attacker_opt"]["state"], "the attacker's Adam never stepped"
+    assert any(not torch.equal(before[k], v) for k, v in after["attacker"].items())
 
 
 def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

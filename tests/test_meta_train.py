@@ -12,8 +12,8 @@ from l2l_gail.errors import L2LError
 from l2l_gail.meta.apply import fit
 from l2l_gail.meta.optimizees import MLP
 from l2l_gail.meta.train import MetaConfig, build_train_attack, config_dict, load_data, meta_train
+from l2l_gail.robust.data import ImageData
 from l2l_gail.runs import RunDir
-from l2l_gail.vision.data import ImageData
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ import yaml
 
 from l2l_gail.core import files
 from l2l_gail.errors import L2LError
-from l2l_gail.runs import RunDir, atomic_write, atomic_write_text
+from l2l_gail.runs import RunDir, RunLoop, atomic_write, atomic_write_text
 
 real_save = torch.save  # the tests below patch torch.save
 
@@ -163,3 +163,18 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
 def test_bad_run_name_refused(tmp_path):
     with pytest.raises(L2LError, match="invalid run name"):
         RunDir.for_mode("vision", "../escape", {}, root=tmp_path)
+
+
+def test_run_loop_records_and_resumes_the_tensorboard_step(tmp_path):
+    run = RunDir(tmp_path / "r", {})
+    with RunLoop(run, resume=True) as loop:  # nothing to resume yet: a fresh start
+        assert loop.state is None and loop.tb_step == 0
+        loop.log({"a": 1.0}, 0)
+        loop.checkpoint({"x": torch.ones(1)}, 0, tb_step=7)
+    with RunLoop(run, resume=True) as loop:
+        assert loop.tb_step == 7 and torch.equal(loop.state["x"], torch.ones(1))
+    # a checkpoint written before tb_step was recorded: the mode computes it
+    run.save_checkpoint({"epoch": 2}, 1)
+    assert RunLoop(run, resume=True, legacy_tb_step=lambda s: 10 * (s["epoch"] + 1)).tb_step == 30
+    with pytest.raises(RuntimeError, match="only inside"):
+        RunLoop(run, resume=False).log({"a": 1.0}, 0)

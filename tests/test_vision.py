@@ -13,12 +13,12 @@ import torch.nn.functional as F
 
 from l2l_gail.core.attacker import LearnedAttacker
 from l2l_gail.errors import L2LError
+from l2l_gail.robust import data as D
+from l2l_gail.robust.attacks import FGSM, PGD, LearnedAttack, build_attack
+from l2l_gail.robust.evaluate import evaluate
+from l2l_gail.robust.models import build_model
 from l2l_gail.runs import RunDir
-from l2l_gail.vision import data as D
-from l2l_gail.vision.attacks import FGSM, PGD, LearnedAttack, build_attack
-from l2l_gail.vision.evaluate import evaluate
 from l2l_gail.vision.methods import METHODS, build_method
-from l2l_gail.vision.models import build_model
 from l2l_gail.vision.train import EvalConfig, VisionConfig, evaluate_checkpoint, train
 
 EPS = 8 / 255

@@ -92,7 +92,7 @@ class LearnedAttacker(nn.Module):
     backpropagation flows through every step.
 
     Calling it, ``attacker(model, x, y)``, is the attack signature every attack of
-    :mod:`l2l_gail.vision.attacks` shares (:meth:`generate`); :meth:`attack_step` trains ``phi``
+    :mod:`l2l_gail.robust.attacks` shares (:meth:`generate`); :meth:`attack_step` trains ``phi``
     with the core's :func:`~l2l_gail.core.metalearn.meta_step`.
 
     Args:

@@ -5,7 +5,7 @@ makes models it trains on *clean* data robust -- with no adversarial example gen
 transfer time, so training should cost about what clean training costs. :func:`fit` is the one
 training loop used for the learned optimizer and for its references (Adam on clean data, PGD
 adversarial training with Adam), so the three differ only in the optimizer and in the method
-that builds each batch's loss; :func:`evaluate_model` runs the vision mode's evaluation (clean,
+that builds each batch's loss; :func:`evaluate_model` runs the toolkit's evaluation (clean,
 FGSM, PGD-20, AutoAttack and the per-example worst case).
 """
 
@@ -24,12 +24,12 @@ from l2l_gail.core import LearnedOptimizer, LSTMRule
 from l2l_gail.errors import L2LError
 from l2l_gail.meta.optimizees import DEFAULT_MAX_PARAMS, OPTIMIZEES, build_optimizee, check_servable
 from l2l_gail.meta.train import load_data
+from l2l_gail.robust.attacks import build_attack
+from l2l_gail.robust.data import ImageData, batches, check_dataset, resolve_eps
+from l2l_gail.robust.evaluate import evaluate
+from l2l_gail.robust.options import check_numbers
+from l2l_gail.robust.training import Method, train_epoch
 from l2l_gail.runs import RunDir, atomic_write
-from l2l_gail.vision.attacks import build_attack
-from l2l_gail.vision.data import ImageData, batches, check_dataset, resolve_eps
-from l2l_gail.vision.evaluate import evaluate
-from l2l_gail.vision.methods import Method
-from l2l_gail.vision.train import check_numbers
 
 
 @dataclass
@@ -98,32 +98,26 @@ def fit(model: nn.Module, data: ImageData, optimizer: torch.optim.Optimizer, *, 
         batch_size: int, seed: int, method: Method | None = None) -> FitResult:
     """Train ``model`` on ``data`` for ``epochs``; each batch's loss is ``method.loss`` (default: clean).
 
+    Each epoch is :func:`l2l_gail.robust.training.train_epoch`, the vision mode's too, so the
+    method's ``after_step`` runs after every optimizer step (a learned attacker is trained).
+
     The batch order depends on ``(seed, epoch)`` only, so runs that differ in the optimizer or the
     method see the same batches. The clock covers the loop only (no data loading, no evaluation).
     """
     method = method or Method()
-    model.train()
     start = time.perf_counter()
-    total, seen = 0.0, 0
+    final_loss = 0.0
     for epoch in range(epochs):
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        total, seen = 0.0, 0
-        for step, (x, y) in enumerate(batches(data.train_x, data.train_y, batch_size, generator=gen)):
-            loss, _ = method.loss(model, x, y)
-            if not torch.isfinite(loss):
-                raise L2LError(f"the training loss became {float(loss)} at epoch {epoch + 1}, batch "
-                               f"{step + 1}: the optimizer diverged on this model")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(y)
-            seen += len(y)
-    return FitResult(train_seconds=time.perf_counter() - start, final_loss=total / max(seen, 1))
+        stats = train_epoch(model, batches(data.train_x, data.train_y, batch_size, generator=gen), optimizer,
+                            method, epoch=epoch, divergence_hint=": the optimizer diverged on this model")
+        final_loss = stats.get("loss", 0.0)
+    return FitResult(train_seconds=time.perf_counter() - start, final_loss=final_loss)
 
 
 def evaluate_model(model: nn.Module, data: ImageData, *, eps: float, attacks: str, eval_subset: int,
                    autoattack_version: str = "standard", seed: int = 0) -> dict[str, float]:
-    """The vision mode's evaluation on the first ``eval_subset`` test images (model in eval mode)."""
+    """The toolkit's evaluation on the first ``eval_subset`` test images (model in eval mode)."""
     built = [build_attack(a, eps, autoattack_version=autoattack_version, seed=seed)
              for a in attacks.split(",") if a.strip()]
     n = min(eval_subset, len(data.test_y))

@@ -3,7 +3,7 @@
 Serban et al. (arXiv 2008.05247) meta-train on the MNIST multi-layer perceptron of Andrychowicz
 et al. (arXiv 1606.04474, sec. 3.2: one hidden layer of 20 sigmoid units, 784-20-10) and
 transfer to other architectures. Here the optimizee family is that MLP plus every classifier of
-the vision mode (:data:`l2l_gail.vision.models.MODELS`).
+the robustness toolkit (:data:`l2l_gail.robust.models.MODELS`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from torch import nn
 
 from l2l_gail.core import LSTMRuleConfig
 from l2l_gail.errors import L2LError
-from l2l_gail.vision.models import MODELS, build_model, check_width
+from l2l_gail.robust.models import MODELS, build_model, check_width
 
 OPTIMIZEES = ("mlp", *MODELS)
 DEFAULT_MAX_PARAMS = 1_000_000

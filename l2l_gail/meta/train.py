@@ -22,7 +22,8 @@ robust point -- uniform outputs, adversarial loss ln 10 -- and never left it. So
 is the ``phi`` after the full-eps episode with the lowest mean meta-loss (model selection on the
 meta-training objective itself, no test data), and ``optimizer-last.pt`` the final one.
 
-Checkpoints are written at episode boundaries; each episode's optimizee, batches and attack
+TensorBoard's x-axis is the meta-step of ``phi`` (one per truncation). Checkpoints are written
+at episode boundaries; each episode's optimizee, batches and attack
 noise are seeded by ``(seed, episode)``, so ``--resume`` continues bit-for-bit.
 """
 
@@ -39,17 +40,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from l2l_gail.core import LSTMRule, LSTMRuleConfig, Params, StepLoss, meta_step, trainable_params, unroll
 from l2l_gail.errors import L2LError
 from l2l_gail.meta.optimizees import DEFAULT_MAX_PARAMS, OPTIMIZEES, build_optimizee, check_servable
-from l2l_gail.runs import RunDir
-from l2l_gail.vision.attacks import FGSM, PGD, Attack
-from l2l_gail.vision.data import ImageData, batches, check_dataset, load_dataset, resolve_eps, to_float
-from l2l_gail.vision.methods import eval_mode
-from l2l_gail.vision.train import check_numbers
+from l2l_gail.robust.attacks import FGSM, PGD, Attack
+from l2l_gail.robust.data import ImageData, batches, check_dataset, load_dataset, resolve_eps, to_float
+from l2l_gail.robust.models import eval_mode
+from l2l_gail.robust.options import check_numbers
+from l2l_gail.runs import RunDir, RunLoop
 
 GRADIENT_SOURCES = ("adversarial", "clean")
 TRAIN_ATTACKS = ("fgsm", "pgd")
@@ -221,30 +221,29 @@ def meta_train(config: MetaConfig, run: RunDir, *, resume: bool = False,
     history: list[dict[str, float]] = []
     best: dict[str, Any] | None = None  # {"episode", "meta_loss", "learned"} of the best full-eps episode
     first = 0
-    if resume and (state := run.load_latest()) is not None:
-        learned.load_state_dict(state["learned"])
-        meta_opt.load_state_dict(state["meta_opt"])
-        history, first, best = state["history"], state["episode"] + 1, state["best"]
     truncations = config.episode_steps // config.unroll
-    writer = SummaryWriter(str(run.tb_dir), purge_step=first * truncations if resume else None)
     start = time.perf_counter()
-    bar = tqdm(range(first, config.episodes), desc="meta-train", disable=not progress)
-    try:
+    # TensorBoard's step unit: the meta-step of phi (one per truncation)
+    with RunLoop(run, resume=resume,
+                 legacy_tb_step=lambda state: (state["episode"] + 1) * truncations) as loop:
+        if (state := loop.state) is not None:
+            learned.load_state_dict(state["learned"])
+            meta_opt.load_state_dict(state["meta_opt"])
+            history, first, best = state["history"], state["episode"] + 1, state["best"]
+        bar = tqdm(range(first, config.episodes), desc="meta-train", disable=not progress)
         for episode in bar:
             stats = _episode(config, data, learned, meta_opt, build_train_attack(config, episode), attack,
-                             episode, eval_x, eval_y, writer)
+                             episode, eval_x, eval_y, loop)
             history.append(stats)
             bar.set_postfix(meta_loss=f"{stats['meta_loss']:.3f}", clean=f"{stats['clean_acc']:.2f}",
                             robust=f"{stats['robust_acc']:.2f}")
-            writer.flush()
             full_eps = episode >= config.eps_warmup or episode == config.episodes - 1
             if full_eps and (best is None or stats["meta_loss"] < best["meta_loss"]):
                 best = {"episode": episode, "meta_loss": stats["meta_loss"],
                         "learned": {k: v.clone() for k, v in learned.state_dict().items()}}
-            run.save_checkpoint({"learned": learned.state_dict(), "meta_opt": meta_opt.state_dict(),
-                                 "history": history, "episode": episode, "best": best}, episode)
-    finally:
-        writer.close()
+            loop.checkpoint({"learned": learned.state_dict(), "meta_opt": meta_opt.state_dict(),
+                             "history": history, "episode": episode, "best": best}, episode,
+                            tb_step=(episode + 1) * truncations)
     learned.save(run.path / "optimizer-last.pt")
     assert best is not None
     learned.load_state_dict(best["learned"])
@@ -262,7 +261,7 @@ def meta_train(config: MetaConfig, run: RunDir, *, resume: bool = False,
 
 def _episode(config: MetaConfig, data: ImageData, learned: LSTMRule, meta_opt: torch.optim.Optimizer,
              attack: Attack, eval_attack: Attack, episode: int, eval_x: Tensor, eval_y: Tensor,
-             writer: SummaryWriter) -> dict[str, float]:
+             loop: RunLoop) -> dict[str, float]:
     """Train one fresh optimizee for ``episode_steps`` learned steps, meta-stepping every ``unroll``."""
     torch.manual_seed(_episode_seed(config.seed, episode))  # optimizee init and attack noise
     gen = torch.Generator().manual_seed(_episode_seed(config.seed, episode))
@@ -299,13 +298,11 @@ def _episode(config: MetaConfig, data: ImageData, learned: LSTMRule, meta_opt: t
         step = meta_step(objective, meta_opt, max_grad_norm=config.max_grad_norm)
         params, state = result.params, result.state
         clean_acc, robust_acc = accuracies(BoundModel(module, params), eval_x, eval_y, eval_attack)
-        global_step = episode * truncations + k
-        writer.add_scalar("meta/loss", step.meta_loss, global_step)
-        writer.add_scalar("meta/grad_norm", step.grad_norm, global_step)
-        writer.add_scalar("optimizee/clean_acc", clean_acc, global_step)
-        writer.add_scalar(f"optimizee/{eval_attack.name}_acc", robust_acc, global_step)
-        writer.add_scalar("meta/train_eps", attack.eps, global_step)
-        writer.add_scalar("optimizee/adversarial_loss", float(result.terms[-1].detach()), global_step)
+        loop.log({"meta/loss": step.meta_loss, "meta/grad_norm": step.grad_norm,
+                  "optimizee/clean_acc": clean_acc, f"optimizee/{eval_attack.name}_acc": robust_acc,
+                  "meta/train_eps": attack.eps,
+                  "optimizee/adversarial_loss": float(result.terms[-1].detach())},
+                 episode * truncations + k)
         meta_losses.append(step.meta_loss)
     return {"episode": episode, "eps": attack.eps, "meta_loss": sum(meta_losses) / len(meta_losses),
             "clean_acc": clean_acc, "robust_acc": robust_acc}

@@ -1,16 +1,15 @@
 """Adversarial-training methods: how a classifier's training loss is built for one batch.
 
-Every method exposes ``loss(model, x, y)`` (the classifier's objective, called with the model
-in train mode; any attack inside runs in eval mode) and ``after_step(model, x, y)`` (the
-follower's own update, used by the learned attacker). The L2L methods alternate as in
-1811.01213: (a) a classifier step on ``CE(f(x + delta), y)`` with ``delta`` from the attacker
-(attacker in eval mode, detached), then (b) an attacker step on ``-CE`` (classifier in eval mode).
+Every method follows :class:`l2l_gail.robust.training.Method`: ``loss(model, x, y)`` (the
+classifier's objective, called with the model in train mode; any attack inside runs in eval
+mode) and ``after_step(model, x, y)`` (the follower's own update, used by the learned
+attacker). The L2L methods alternate as in 1811.01213: (a) a classifier step on
+``CE(f(x + delta), y)`` with ``delta`` from the attacker (attacker in eval mode, detached),
+then (b) an attacker step on ``-CE`` (classifier in eval mode).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -19,52 +18,11 @@ from torch import nn
 
 from l2l_gail.core.attacker import LearnedAttacker
 from l2l_gail.errors import L2LError
-from l2l_gail.vision.attacks import PGD, Attack, LearnedAttack
+from l2l_gail.robust.attacks import PGD, Attack, LearnedAttack
+from l2l_gail.robust.models import eval_mode
+from l2l_gail.robust.training import Method
 
 METHODS = ("standard", "fgsm-rs", "pgd", "trades", "l2l-naive", "l2l-grad", "l2l-2step", "l2l-kstep")
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily put ``model`` in eval mode (attacks see inference-time batch norm)."""
-    was = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was)
-
-
-class Method:
-    """Base: plain empirical risk minimisation (``standard``)."""
-
-    name = "standard"
-
-    def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        """The classifier's loss on the batch and the inputs it was measured on."""
-        x_adv = self.adversarial(model, x, y)
-        logits = model(x_adv)
-        delta = (x_adv - x).flatten(1)
-        return F.cross_entropy(logits, y), {
-            "logits": logits, "delta_linf": float(delta.abs().amax(1).mean()),
-            "delta_l2": float(delta.norm(dim=1).mean()),
-        }
-
-    def after_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-    def lr_modules(self) -> dict[str, torch.optim.Optimizer]:
-        """Optimizers besides the classifier's, for learning-rate logging."""
-        return {}
 
 
 class AdversarialTraining(Method):

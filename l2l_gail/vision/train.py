@@ -4,7 +4,9 @@ evaluation of a trained checkpoint (`l2l vision eval`).
 Each epoch shuffles with a generator seeded by ``(seed, epoch)`` and checkpoints the classifier,
 its optimizer and schedule, the method's own state (the learned attacker and its Adam) and the
 global RNG state, so ``--resume`` after an interruption ends with the same weights as an
-uninterrupted run (on the same device and thread count).
+uninterrupted run (on the same device and thread count). TensorBoard's x-axis is the
+classifier's optimizer step (:class:`l2l_gail.runs.RunLoop`): the batch loss every
+:data:`LOSS_EVERY` steps, an epoch's means, accuracies and learning rates at its last step.
 """
 
 from __future__ import annotations
@@ -12,37 +14,26 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from l2l_gail.errors import L2LError
-from l2l_gail.runs import RunDir, atomic_write, safe_torch_load
-from l2l_gail.vision.attacks import PGD, build_attack
-from l2l_gail.vision.data import ImageData, batches, check_dataset, check_eps, load_dataset, resolve_eps
-from l2l_gail.vision.evaluate import evaluate
+from l2l_gail.robust.attacks import PGD, build_attack
+from l2l_gail.robust.data import ImageData, batches, check_dataset, check_eps, load_dataset, resolve_eps
+from l2l_gail.robust.evaluate import evaluate
+from l2l_gail.robust.models import MODELS, build_model, check_depth
+from l2l_gail.robust.options import check_numbers
+from l2l_gail.robust.training import train_epoch
+from l2l_gail.runs import RunDir, RunLoop, atomic_write, safe_torch_load
 from l2l_gail.vision.methods import METHODS, build_method
-from l2l_gail.vision.models import MODELS, build_model, check_depth
 
-
-def check_numbers(config: Any, *, at_least_one: tuple[str, ...] = (), positive: tuple[str, ...] = (),
-                  non_negative: tuple[str, ...] = ()) -> None:
-    """A one-line error naming the first option of ``config`` out of its range (``None``: unset, skipped).
-
-    Sizes, counts and step numbers must be >= 1 (a zero or negative one is a typo that would
-    otherwise crash deep inside torch, or silently fall back to a default); learning rates, step
-    sizes and width multipliers > 0; loss weights and decays >= 0.
-    """
-    for names, ok, rule in ((at_least_one, lambda v: v >= 1, ">= 1"), (positive, lambda v: v > 0, "> 0"),
-                            (non_negative, lambda v: v >= 0, ">= 0")):
-        for name in names:
-            value = getattr(config, name)
-            if value is not None and not ok(value):
-                raise L2LError(f"--{name.replace('_', '-')} must be {rule}, got {value}")
+LOSS_EVERY = 50
+"""The batch loss goes to TensorBoard (``step/loss``) every this many optimizer steps."""
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -195,21 +186,23 @@ def train(config: VisionConfig, run: RunDir, *, resume: bool = False,
     eval_attack = PGD(config.resolved_eps(), config.eval_pgd_steps)
     history: list[dict[str, float]] = []
     first_epoch = 0
-    if resume and (state := run.load_latest()) is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        method.load_state_dict(state["method"])
-        torch.set_rng_state(state["rng"])
-        history, first_epoch = state["history"], state["epoch"] + 1
-    else:
-        torch.manual_seed(config.seed + 1)  # attack randomness, independent of initialisation
-    writer = SummaryWriter(str(run.tb_dir), purge_step=first_epoch if resume else None)
     steps_per_epoch = -(-len(data.train_y) // config.batch_size)
-    try:
+    # TensorBoard's step unit: the classifier's optimizer step (a checkpoint from before tb_step
+    # was recorded ends after its epoch's last step)
+    with RunLoop(run, resume=resume,
+                 legacy_tb_step=lambda state: (state["epoch"] + 1) * steps_per_epoch) as loop:
+        if (state := loop.state) is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            method.load_state_dict(state["method"])
+            torch.set_rng_state(state["rng"])
+            history, first_epoch = state["history"], state["epoch"] + 1
+        else:
+            torch.manual_seed(config.seed + 1)  # attack randomness, independent of initialisation
         for epoch in range(first_epoch, config.epochs):
             stats = _train_epoch(config, data, model, opt, method, epoch, device, run, progress,
-                                 writer, steps_per_epoch)
+                                 loop, steps_per_epoch)
             lrs = {"classifier": opt.param_groups[0]["lr"]}
             lrs.update({k: o.param_groups[0]["lr"] for k, o in method.lr_modules().items()})
             sched.step()
@@ -217,18 +210,14 @@ def train(config: VisionConfig, run: RunDir, *, resume: bool = False,
             stats.update(epoch=epoch, test_clean_acc=ev["clean_acc"],
                          test_pgd_acc=ev[f"{eval_attack.name}_acc"])
             history.append(stats)
-            for k, v in stats.items():
-                if k != "epoch":
-                    writer.add_scalar(_tb_name(k), v, epoch)
-            for k, v in lrs.items():
-                writer.add_scalar(f"lr/{k}", v, epoch)
-            writer.flush()
-            run.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                 "scheduler": sched.state_dict(), "method": method.state_dict(),
-                                 "rng": torch.get_rng_state(), "history": history, "epoch": epoch,
-                                 "config": dataclasses.asdict(config)}, epoch)
-    finally:
-        writer.close()
+            steps_taken = (epoch + 1) * steps_per_epoch
+            # the epoch's numbers belong to its last optimizer step
+            loop.log({_tb_name(k): v for k, v in stats.items() if k != "epoch"}, steps_taken - 1)
+            loop.log({f"lr/{k}": v for k, v in lrs.items()}, steps_taken - 1)
+            loop.checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "scheduler": sched.state_dict(), "method": method.state_dict(),
+                             "rng": torch.get_rng_state(), "history": history, "epoch": epoch,
+                             "config": dataclasses.asdict(config)}, epoch, tb_step=steps_taken)
     save_final_model(run.path / "model.pt", config, model, method)
     metrics = {
         "method": config.method, "dataset": config.dataset, "epochs": config.epochs,
@@ -252,38 +241,23 @@ def _tb_name(key: str) -> str:
 
 def _train_epoch(config: VisionConfig, data: ImageData, model: torch.nn.Module, opt: torch.optim.Optimizer,
                  method: Any, epoch: int, device: torch.device, run: RunDir, progress: bool,
-                 writer: SummaryWriter, steps_per_epoch: int) -> dict[str, float]:
-    model.train()
+                 loop: RunLoop, steps_per_epoch: int) -> dict[str, float]:
     gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-    sums: dict[str, float] = {}
-    n_seen = 0
     start = time.perf_counter()
     bar = tqdm(batches(data.train_x, data.train_y, config.batch_size, generator=gen, augment=data.augment,
                        device=device), total=steps_per_epoch, desc=f"{config.method} epoch {epoch + 1}/"
                f"{config.epochs}", disable=not progress, leave=False)
-    for step, (x, y) in enumerate(bar):
-        loss, info = method.loss(model, x, y)
-        if not torch.isfinite(loss):
-            last = run.latest_checkpoint()
-            raise L2LError(f"the training loss became {float(loss.detach())} at epoch {epoch + 1}, "
-                           f"batch {step + 1} ({config.method}): lower --lr; the last good checkpoint "
-                           f"{last or '(none yet)'} is kept")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        extra = method.after_step(model, x, y)
-        b = len(y)
-        n_seen += b
-        acc = float((info["logits"].argmax(1) == y).float().mean())
-        batch_stats = {"loss": float(loss.detach()), "acc": acc,
-                       "delta_linf": info["delta_linf"], "delta_l2": info["delta_l2"], **extra}
-        for k, v in batch_stats.items():
-            sums[k] = sums.get(k, 0.0) + v * b
-        bar.set_postfix(loss=f"{sums['loss'] / n_seen:.3f}", acc=f"{sums['acc'] / n_seen:.3f}")
+
+    def on_batch(step: int, batch: Mapping[str, float], mean: Mapping[str, float]) -> None:
+        bar.set_postfix(loss=f"{mean['loss']:.3f}", acc=f"{mean['acc']:.3f}")
         global_step = epoch * steps_per_epoch + step
-        if global_step % 50 == 0:
-            writer.add_scalar("step/loss", float(loss.detach()), global_step)
-    out = {k: v / n_seen for k, v in sums.items()}
+        if global_step % LOSS_EVERY == 0:
+            loop.log({"step/loss": batch["loss"]}, global_step)
+
+    last = run.latest_checkpoint()
+    out = train_epoch(model, bar, opt, method, epoch=epoch, on_batch=on_batch,
+                      divergence_hint=f" ({config.method}): lower --lr; the last good checkpoint "
+                                      f"{last or '(none yet)'} is kept")
     out["epoch_seconds"] = time.perf_counter() - start
     return out
 
@@ -360,7 +334,7 @@ def evaluate_checkpoint(path: Path, config: EvalConfig, *, data_dir: str | None 
                         device: torch.device | str = "cpu", progress: bool = False) -> dict[str, Any]:
     """Clean, per-attack and worst-case accuracy of the classifier in ``path`` (model.pt or its run).
 
-    Returns :func:`~l2l_gail.vision.evaluate.evaluate`'s results plus the eps and attack names used.
+    Returns :func:`~l2l_gail.robust.evaluate.evaluate`'s results plus the eps and attack names used.
     """
     config.validate()
     model, train_config, data = load_classifier(path, device, data_dir)

@@ -6,6 +6,9 @@ are in pixel units, as in the papers' code.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,6 +16,17 @@ from torch import nn
 from l2l_gail.errors import L2LError
 
 MODELS = ("small-cnn", "preact-resnet18", "wide-resnet")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily put ``model`` in eval mode (attacks see inference-time batch norm)."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
 
 
 class SmallCNN(nn.Module):

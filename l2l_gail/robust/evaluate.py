@@ -15,9 +15,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from l2l_gail.errors import L2LError
-from l2l_gail.vision.attacks import Attack
-from l2l_gail.vision.data import batches
-from l2l_gail.vision.methods import eval_mode
+from l2l_gail.robust.attacks import Attack
+from l2l_gail.robust.data import batches
+from l2l_gail.robust.models import eval_mode
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[Attack], *,

@@ -17,6 +17,7 @@ from torch import nn
 
 from l2l_gail.core.attacker import LearnedAttacker, LossFn
 from l2l_gail.errors import L2LError
+from l2l_gail.robust.data import check_eps
 
 EVAL_ATTACKS = ("fgsm", "pgd<K>", "cw", "autoattack")
 
@@ -35,9 +36,7 @@ class Attack:
     name = "attack"
 
     def __init__(self, eps: float):
-        if not 0.0 <= eps <= 1.0:
-            raise L2LError(f"eps must lie in [0, 1] (inputs are in [0, 1]), got {eps}")
-        self.eps = eps
+        self.eps = check_eps(eps)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
