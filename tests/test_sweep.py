@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -281,7 +282,8 @@ def test_ctrl_c_stops_the_sweep_leaves_runs_resumable_and_no_process(tmp_path):
     temp = tempfile.mkdtemp(prefix="l2l-t", dir="/tmp")
     argv = [sys.executable, "-m", "l2l_gail.cli", "sweep", "gail", "--tasks", "inverted-pendulum",
             "--methods", "gail", "--seeds", "0-1", "--jobs", "2", "--runs-dir", str(runs), "--no-progress",
-            "--set", "timesteps=200000", "--set", "eval-every=1024", "--set", "eval-episodes=2"]
+            "--set", "timesteps=10000000", "--set", "eval-every=1024", "--set", "eval-episodes=2"]
+    # 10M steps: no run can finish before the interrupt, however loaded the machine (200k could)
     env = {**os.environ, "TMPDIR": temp, "PYTHONPATH": str(REPO)}
     driver = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -298,14 +300,16 @@ def test_ctrl_c_stops_the_sweep_leaves_runs_resumable_and_no_process(tmp_path):
     assert driver.returncode == 130, out
     assert "interrupted" in out
     assert _alive(session) == [], out  # no raylet, gcs_server, worker or run outlives the sweep
-    assert not any(Path(temp).iterdir())  # Ray's session files are gone
+    # Ray's session files are gone, and so is every run's temporary log folder; torch's optimizers
+    # create an (empty) inductor cache folder under TMPDIR on their first step, which is not ours
+    assert [p.name for p in Path(temp).iterdir()] in ([], ["torchinductor_root"])
     for run in runs.glob("gail/*/gail/seed*"):
         if (run / "config.yaml").exists():
             assert not (run / "metrics.json").exists()
             assert "--resume" in Job("x", (), run).argv()
     logs = "".join(p.read_text() for p in runs.glob("gail/*/gail/seed*.log"))
     assert "interrupted: the last checkpoint is kept" in logs  # the run's own interrupt path ran
-    os.rmdir(temp)
+    shutil.rmtree(temp)
 
 
 def test_an_address_nothing_answers_at_is_a_one_line_error(tmp_path):
