@@ -312,8 +312,10 @@ def _parse_key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
 
 
 def _gail_train(args: argparse.Namespace) -> None:
+    from l2l_gail.gail.config import GAILConfig
     from l2l_gail.gail.expert import set_threads
-    from l2l_gail.gail.train import GAILConfig, prepare, train_seeds
+    from l2l_gail.gail.factory import prepare
+    from l2l_gail.gail.train import train_seeds
 
     seeds = _parse_seeds(args.seeds)
     set_threads(args.threads)
@@ -337,7 +339,7 @@ def _gail_compare(args: argparse.Namespace) -> None:
 
 
 def _add_gail(subparsers: argparse._SubParsersAction) -> None:
-    from l2l_gail.gail.train import L2L_TARGETS, METHODS, GAILConfig
+    from l2l_gail.gail.config import L2L_TARGETS, METHODS, GAILConfig
 
     sub = _mode(subparsers, "gail", "GAIL with learned discriminator / policy updates",
                 "GAIL (Ho & Ermon 2016) with an Adam, gradient-penalty "

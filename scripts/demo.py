@@ -18,8 +18,10 @@ from pathlib import Path
 
 from l2l_gail.errors import L2LError
 from l2l_gail.gail.compare import compare
+from l2l_gail.gail.config import GAILConfig
 from l2l_gail.gail.expert import set_threads
-from l2l_gail.gail.train import GAILConfig, prepare, train_seeds
+from l2l_gail.gail.factory import prepare
+from l2l_gail.gail.train import train_seeds
 from l2l_gail.runs import DEFAULT_ROOT
 
 TASK = "inverted-pendulum"

@@ -17,8 +17,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from l2l_gail.cli import main
 from l2l_gail.core import LSTMRule
+from l2l_gail.gail.config import GAILConfig
+from l2l_gail.gail.factory import prepare
+from l2l_gail.gail.loop import train
 from l2l_gail.gail.phi_init import adam_clone
-from l2l_gail.gail.train import GAILConfig, prepare, train
 from l2l_gail.runs import RunDir
 
 TASK = "inverted-pendulum"
@@ -28,14 +30,6 @@ TINY = ["--timesteps", "768", "--eval-every", "512", "--eval-episodes", "1", "--
 COMMON_TAGS = {"eval/return", "eval/normalized_return", "disc/disc_loss", "disc/disc_acc_expert",
                "disc/disc_acc_gen", "disc/logit_expert", "disc/logit_gen", "disc/update_norm",
                "reward/mean", "reward/std", "time/env_steps_per_second"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _keep_torch_threads():
-    """`l2l gail train` pins torch to --threads; give other test modules theirs back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def scalar_tags(run: Path) -> set[str]:
