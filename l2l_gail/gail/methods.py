@@ -45,7 +45,7 @@ from torch.func import functional_call
 from l2l_gail.core import LearnedOptimizer, Params, UpdateRule
 from l2l_gail.gail import compat
 from l2l_gail.gail.config import META_OBJECTIVES, MetaObjective
-from l2l_gail.gail.policy import LookaheadPolicyOptimizer, lookahead_extra
+from l2l_gail.gail.policy import L2LPPO, LookaheadPolicyOptimizer, lookahead_extra
 
 Batch = Mapping[str, Any]
 """One discriminator batch as ``imitation`` builds it: ``state``, ``action``, ``next_state``,
@@ -194,8 +194,9 @@ class GAILTrainer(compat.ImitationGAIL):
         """Every piece of training state that the constructor does not rebuild identically, as
         tensors and plain data (a checkpoint of it loads with ``weights_only=True``): the
         generator's policy, optimizer and counters, the discriminator (with its input
-        normalisation), its optimizer, the replay buffer, imitation's counters and the expert
-        sampler. The global RNGs, shared with everything else in the process, are the caller's.
+        normalisation), its optimizer, the replay buffer, imitation's counters, the expert
+        sampler and an :class:`~l2l_gail.gail.policy.L2LPPO`'s own state. The global RNGs,
+        shared with everything else in the process, are the caller's.
         """
         gen = self.gen_algo
         state: dict[str, Any] = {
@@ -208,6 +209,8 @@ class GAILTrainer(compat.ImitationGAIL):
             "imitation": {"global_step": self.global_step, "disc_step": self.disc_step},
             "expert_rng": self.rng.bit_generator.state,
         }
+        if isinstance(gen, L2LPPO):
+            state["l2l_ppo"] = gen.state_dict()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -223,6 +226,8 @@ class GAILTrainer(compat.ImitationGAIL):
         self.global_step = state["imitation"]["global_step"]
         self.disc_step = state["imitation"]["disc_step"]
         self.rng.bit_generator.state = state["expert_rng"]
+        if isinstance(gen, L2LPPO) and "l2l_ppo" in state:  # not in checkpoints before it existed
+            gen.load_state_dict(state["l2l_ppo"])
 
 
 class GAILGPTrainer(GAILTrainer):

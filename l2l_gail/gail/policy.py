@@ -25,6 +25,10 @@ from torch.func import functional_call
 from l2l_gail.core import LearnedOptimizer, LookaheadStats, Params, UpdateRule
 from l2l_gail.gail import compat
 
+HELDOUT_STREAM = 1
+"""Seeds ``L2LPPO.heldout_rng`` with ``[seed, HELDOUT_STREAM]``: a stream apart from the
+``default_rng(seed)`` that draws the expert batches."""
+
 
 def lookahead_extra(stats: LookaheadStats) -> dict[str, float]:
     """The look-ahead statistics TensorBoard shows under ``l2l/``."""
@@ -128,9 +132,18 @@ class L2LPPO(PPO):
     """PPO whose optimizer, a :class:`LookaheadPolicyOptimizer`, trains ``phi`` on held-out data.
 
     During :meth:`train` the optimizer's held-out loss is :func:`ppo_loss` on a random minibatch
-    of the current rollout (``batch_size`` rows drawn with replacement), other than the one being
-    stepped on. The minibatch is drawn with numpy's global RNG, which the checkpoints save.
+    of the current rollout: ``batch_size`` rows drawn with replacement, independently of the
+    minibatch being stepped on, by ``heldout_rng``. That generator is seeded with the
+    algorithm's seed (on a stream of its own) and saved by :meth:`state_dict`, so the draws
+    neither depend on nor move numpy's global RNG.
     """
+
+    heldout_rng: np.random.Generator
+
+    def set_random_seed(self, seed: int | None = None) -> None:
+        """SB3's seeding (called with the constructor's ``seed``), and ``heldout_rng``'s."""
+        super().set_random_seed(seed)
+        self.heldout_rng = np.random.default_rng(None if seed is None else [seed, HELDOUT_STREAM])
 
     def train(self) -> None:
         opt = self.policy.optimizer
@@ -152,8 +165,16 @@ class L2LPPO(PPO):
     def heldout_loss(self, params: Params) -> Tensor:
         """:func:`ppo_loss` on a random minibatch of the rollout, at the parameters ``params``."""
         buffer = self.rollout_buffer
-        idx = np.random.randint(buffer.buffer_size * buffer.n_envs, size=self.batch_size)
+        idx = self.heldout_rng.integers(buffer.buffer_size * buffer.n_envs, size=self.batch_size)
         return ppo_loss(self, EvaluateActions(self.policy), params, compat.rollout_samples(buffer, idx))
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs beyond the policy and its optimizer: ``heldout_rng``'s state."""
+        return {"heldout_rng": self.heldout_rng.bit_generator.state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.heldout_rng.bit_generator.state = state["heldout_rng"]
 
 
 def _mean_stats(stats: list[LookaheadStats]) -> LookaheadStats:
