@@ -56,10 +56,14 @@ def test_imitation_state(make_gail_trainer: Callable[..., Any]) -> None:
     trainer.global_step, trainer.disc_step = 5, 7
     trainer.train_disc()
     assert (trainer.global_step, trainer.disc_step) == (5, 8)
+    wrapped = trainer.reward_wrapper_state()
+    assert wrapped["running"].shape == (trainer.venv.num_envs,) and wrapped["running"].abs().sum() > 0
     state = trainer.replay_buffer_state()
     assert state["n_data"] == trainer.gen_train_timesteps and "infos" not in state["arrays"]
     other = make_gail_trainer("gail")
     other.load_replay_buffer_state(state)
+    other.load_reward_wrapper_state(wrapped)
+    assert str(other.reward_wrapper_state()) == str(wrapped)
     np.random.seed(0)
     first = next(trainer.disc_batches())
     np.random.seed(0)
@@ -88,8 +92,11 @@ def test_sb3_state() -> None:
     assert np.array_equal(ppo.rollout_buffer.observations[0].reshape(first_obs.shape), first_obs)  # reset
     sac = SAC("MlpPolicy", env, learning_starts=0, train_freq=(1, "episode"), seed=0, device="cpu")
     assert compat.torch_variables(sac) == ["log_ent_coef"]
-    assert compat.stats_window_size(sac) == 100
     sac.learn(total_timesteps=400)
     assert compat.episode_num(sac) == 2  # Pendulum's episodes are 200 steps
     compat.set_episode_num(sac, 5)
     assert compat.episode_num(sac) == 5
+    history = compat.episode_history(sac)
+    assert [e["l"] for e in history["episodes"]] == [200.0, 200.0] and history["successes"] == []
+    compat.load_episode_history(ppo, {"episodes": history["episodes"] * 60, "successes": []})
+    assert ppo.ep_info_buffer is not None and len(ppo.ep_info_buffer) == 100  # the window's length

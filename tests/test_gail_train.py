@@ -38,6 +38,14 @@ def scalar_tags(run: Path) -> set[str]:
     return set(events.Tags()["scalars"])
 
 
+def scalar_series(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every TensorBoard scalar of a run but the timings, as (step, value) pairs."""
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+            for tag in events.Tags()["scalars"] if "time/" not in tag}
+
+
 def policy_weights(run: Path) -> dict[str, torch.Tensor]:
     with zipfile.ZipFile(run / "policy.zip") as archive:
         return torch.load(io.BytesIO(archive.read("policy.pth")), weights_only=True)
@@ -117,6 +125,7 @@ def test_resume_reproduces_an_uninterrupted_run(method: str, target: str, tmp_pa
     resumed = train(prepared, RunDir(tmp_path / "cut", dataclasses.asdict(prepared.config), resume=True),
                     resume=True, progress=False)
     assert resumed["history"] == whole["history"]
+    assert scalar_series(tmp_path / "cut") == scalar_series(tmp_path / "whole")
     for a, b in ((policy_weights(tmp_path / "whole"), policy_weights(tmp_path / "cut")),
                  (torch.load(tmp_path / "whole" / "discriminator.pt"),
                   torch.load(tmp_path / "cut" / "discriminator.pt"))):

@@ -2,8 +2,9 @@
 
 The GAIL trainers subclass imitation's GAIL and drive stable-baselines3's PPO. Exact resume and
 the learned policy optimizer need some of their state that neither library exposes: imitation's
-discriminator, its optimizer, step counters and replay buffer; SB3's update counter, its last
-observation, its rollout-buffer sampling and its progress. This module gives each a public name
+discriminator, its optimizer, step counters, replay buffer and learned-reward wrapper; SB3's
+update and episode counters, its episode statistics window, its last observation, its
+rollout-buffer sampling and its progress. This module gives each a public name
 (the :class:`ImitationGAIL` base class, and functions for SB3's algorithms), so the rest of the
 package never touches a private attribute (``ruff --select SLF001`` holds everywhere else), and a
 new release of either library is adapted here alone.
@@ -18,6 +19,7 @@ uninterrupted run).
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -137,6 +139,21 @@ class ImitationGAIL(GAIL):
             buffer._arrays[key][...] = value.numpy()
         buffer._idx, buffer._n_data = state["idx"], state["n_data"]
 
+    def reward_wrapper_state(self) -> dict[str, Any]:
+        """What the learned-reward wrapper of the training environments remembers: the learned
+        return of each running episode and of the recent finished ones (which imitation logs as
+        ``rollout/ep_rew_wrapped_mean``)."""
+        wrapper = self.venv_wrapped
+        return {"episode_rewards": [float(r) for r in wrapper.episode_rewards],
+                "running": torch.from_numpy(wrapper._cumulative_rew.copy())}
+
+    def load_reward_wrapper_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`reward_wrapper_state`."""
+        wrapper = self.venv_wrapped
+        wrapper.episode_rewards.clear()
+        wrapper.episode_rewards.extend(state["episode_rewards"])
+        wrapper._cumulative_rew[...] = state["running"].numpy()
+
 
 # ----------------------------------------------------------------------------- stable-baselines3
 def n_updates(algo: BaseAlgorithm) -> int:
@@ -159,9 +176,18 @@ def set_episode_num(algo: BaseAlgorithm, value: int) -> None:
     algo._episode_num = value
 
 
-def stats_window_size(algo: BaseAlgorithm) -> int:
-    """How many recent episodes the logged rollout means cover."""
-    return int(algo._stats_window_size)
+def episode_history(algo: BaseAlgorithm) -> dict[str, list[Any]]:
+    """The recent episodes behind SB3's logged rollout means (``rollout/ep_rew_mean``,
+    ``ep_len_mean``, ``success_rate``), as plain data: Monitor's records with numpy scalars made
+    floats, and the successes."""
+    return {"episodes": [{k: float(v) for k, v in info.items()} for info in algo.ep_info_buffer or ()],
+            "successes": [bool(x) for x in algo.ep_success_buffer or ()]}
+
+
+def load_episode_history(algo: BaseAlgorithm, state: Mapping[str, Any]) -> None:
+    """Restore :func:`episode_history` (windows as long as the algorithm's)."""
+    algo.ep_info_buffer = deque(state["episodes"], maxlen=algo._stats_window_size)
+    algo.ep_success_buffer = deque(state["successes"], maxlen=algo._stats_window_size)
 
 
 def torch_variables(algo: BaseAlgorithm) -> list[str]:

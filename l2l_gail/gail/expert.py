@@ -14,7 +14,6 @@ policies for ``l2l expert collect``, never read by ``--resume``.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -137,9 +136,7 @@ def checkpoint_state(model: BaseAlgorithm, history: list[dict[str, float]]) -> d
                       for name in compat.torch_variables(model)},
         "counters": {"num_timesteps": model.num_timesteps, "n_updates": compat.n_updates(model),
                      "episode_num": compat.episode_num(model)},
-        # Monitor's episode records hold numpy scalars: stored as floats
-        "episodes": [{k: float(v) for k, v in info.items()} for info in model.ep_info_buffer or ()],
-        "successes": [bool(x) for x in model.ep_success_buffer or ()],
+        **compat.episode_history(model),  # "episodes", "successes"
         "history": history,
         "rng": global_rng_state(),
     }
@@ -160,8 +157,7 @@ def restore_checkpoint(model: BaseAlgorithm, state: Mapping[str, Any]) -> list[d
     model.num_timesteps = int(state["counters"]["num_timesteps"])
     compat.set_n_updates(model, int(state["counters"]["n_updates"]))
     compat.set_episode_num(model, int(state["counters"]["episode_num"]))
-    model.ep_info_buffer = deque(state["episodes"], maxlen=compat.stats_window_size(model))
-    model.ep_success_buffer = deque(state["successes"], maxlen=compat.stats_window_size(model))
+    compat.load_episode_history(model, state)
     buffer = model.replay_buffer if isinstance(model, OffPolicyAlgorithm) else None
     if buffer is not None:
         for key, value in state["replay_buffer"]["arrays"].items():

@@ -195,7 +195,8 @@ class GAILTrainer(compat.ImitationGAIL):
         tensors and plain data (a checkpoint of it loads with ``weights_only=True``): the
         generator's policy, optimizer and counters, the discriminator (with its input
         normalisation), its optimizer, the replay buffer, imitation's counters, the expert
-        sampler and an :class:`~l2l_gail.gail.policy.L2LPPO`'s own state. The global RNGs,
+        sampler, the recent episodes behind the logged rollout means and an
+        :class:`~l2l_gail.gail.policy.L2LPPO`'s own state. The global RNGs,
         shared with everything else in the process, are the caller's.
         """
         gen = self.gen_algo
@@ -208,6 +209,7 @@ class GAILTrainer(compat.ImitationGAIL):
             "replay_buffer": self.replay_buffer_state(),
             "imitation": {"global_step": self.global_step, "disc_step": self.disc_step},
             "expert_rng": self.rng.bit_generator.state,
+            "logged": {"episodes": compat.episode_history(gen), "wrapped": self.reward_wrapper_state()},
         }
         if isinstance(gen, L2LPPO):
             state["l2l_ppo"] = gen.state_dict()
@@ -226,6 +228,9 @@ class GAILTrainer(compat.ImitationGAIL):
         self.global_step = state["imitation"]["global_step"]
         self.disc_step = state["imitation"]["disc_step"]
         self.rng.bit_generator.state = state["expert_rng"]
+        if "logged" in state:  # not in checkpoints before it existed
+            compat.load_episode_history(gen, state["logged"]["episodes"])
+            self.load_reward_wrapper_state(state["logged"]["wrapped"])
         if isinstance(gen, L2LPPO) and "l2l_ppo" in state:  # not in checkpoints before it existed
             gen.load_state_dict(state["l2l_ppo"])
 
