@@ -178,7 +178,7 @@ def _fill_eps(config: Any, mode: str, name: str, args: argparse.Namespace) -> No
 
 # ----------------------------------------------------------------------------- vision
 def _vision_train(args: argparse.Namespace) -> None:
-    from l2l_gail.runs import RunDir
+    from l2l_gail.runs import RunDir, tensorboard_command
     from l2l_gail.vision.train import VisionConfig, train
 
     config = dataclass_from_args(VisionConfig, args)
@@ -187,7 +187,7 @@ def _vision_train(args: argparse.Namespace) -> None:
     _fill_eps(config, "vision", name, args)
     run = RunDir.for_mode("vision", name, dataclasses.asdict(config), root=args.runs_dir, resume=args.resume,
                           resume_ignore=("device",))
-    print(f"run directory: {run.path}\ntensorboard --logdir {run.tb_dir}")
+    print(f"run directory: {run.path}\n{tensorboard_command(run.tb_dir)}")
     m = train(config, run, resume=args.resume, progress=not args.no_progress)
     print(f"{config.method}: test clean acc {m['final_test_clean_acc']:.4f}, PGD-{config.eval_pgd_steps} "
           f"acc {m[f'final_test_pgd{config.eval_pgd_steps}_acc']:.4f} on {m['eval_subset']} test images; "
@@ -240,7 +240,7 @@ def _add_vision(mode: argparse.ArgumentParser) -> None:
 def _expert_train(args: argparse.Namespace) -> None:
     from l2l_gail.gail.expert import set_threads, train_expert
     from l2l_gail.gail.tasks import load_task
-    from l2l_gail.runs import RunDir
+    from l2l_gail.runs import RunDir, tensorboard_command
 
     task = load_task(args.task)
     set_threads(args.threads)
@@ -250,7 +250,7 @@ def _expert_train(args: argparse.Namespace) -> None:
     run = RunDir.for_mode("expert", args.name or task.name, config, root=args.runs_dir,
                           resume=args.resume, resume_ignore=("timesteps", "target_return"))
     print(f"training {task.expert['algo'].upper()} expert for {task.env_id} in {run.path} "
-          f"(tensorboard --logdir {run.tb_dir})")
+          f"({tensorboard_command(run.tb_dir)})")
     metrics = train_expert(task, run, seed=args.seed, timesteps=args.timesteps,
                            target_return=args.target_return, resume=args.resume,
                            progress=not args.no_progress)
@@ -377,8 +377,10 @@ def _parse_key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
 
 
 def _gail_train(args: argparse.Namespace) -> None:
+    from l2l_gail.gail.config import GAILConfig
     from l2l_gail.gail.expert import set_threads
-    from l2l_gail.gail.train import GAILConfig, prepare, train_seeds
+    from l2l_gail.gail.factory import prepare
+    from l2l_gail.gail.train import train_seeds
 
     seeds = _parse_seeds(args.seeds)
     set_threads(args.threads)
@@ -405,9 +407,8 @@ def _gail_compare(args: argparse.Namespace) -> None:
 
 def _add_gail(mode: argparse.ArgumentParser) -> None:
     from l2l_gail.gail.compare import BASELINE
+    from l2l_gail.gail.config import L2L_TARGETS, META_OBJECTIVES, METHODS, GAILConfig
     from l2l_gail.gail.stats import BOOTSTRAP_REPS
-    from l2l_gail.gail.train import L2L_TARGETS, METHODS, GAILConfig
-    from l2l_gail.gail.trainer import META_OBJECTIVES
 
     sub = _commands(mode)
     train = _sub(sub, "train", "train one method on one task for several seeds", _gail_train,
@@ -462,7 +463,7 @@ def _add_gail(mode: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- meta
 def _meta_train(args: argparse.Namespace) -> None:
     from l2l_gail.meta.train import MetaConfig, config_dict, meta_train
-    from l2l_gail.runs import RunDir
+    from l2l_gail.runs import RunDir, tensorboard_command
 
     config = dataclass_from_args(MetaConfig, args, seed=args.seed)
     config.validate()
@@ -471,7 +472,7 @@ def _meta_train(args: argparse.Namespace) -> None:
     _fill_eps(config, "meta", name, args)
     run = RunDir.for_mode("meta", name, config_dict(config), root=args.runs_dir, resume=args.resume,
                           resume_ignore=("episodes",))
-    print(f"run directory: {run.path}\ntensorboard --logdir {run.tb_dir}")
+    print(f"run directory: {run.path}\n{tensorboard_command(run.tb_dir)}")
     m = meta_train(config, run, resume=args.resume, progress=not args.no_progress)
     print(f"meta-loss {m['final_meta_loss']:.3f}; last optimizee: clean acc {m['final_clean_acc']:.3f}, "
           f"{config.attack} acc {m['final_robust_acc']:.3f}; learned optimizer: {m['optimizer']}")

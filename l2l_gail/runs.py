@@ -27,6 +27,8 @@ import json
 import os
 import random
 import re
+import shlex
+import shutil
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -70,6 +72,17 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def produced_anything(path: Path) -> bool:
+    """Whether the run directory ``path`` holds a file besides ``config.yaml``.
+
+    A start that failed on bad input (a missing data set, a damaged optimizer file, a PPO option
+    its library refuses) leaves only its configuration and empty folders; the corrected command
+    may then reuse the name, since nothing a run produced can be lost.
+    """
+    path = Path(path)
+    return path.exists() and any(p.is_file() and p.name != "config.yaml" for p in path.rglob("*"))
 
 
 class RunDir:
@@ -117,14 +130,7 @@ class RunDir:
                    resume_ignore=resume_ignore)
 
     def _produced_anything(self) -> bool:
-        """Whether the directory holds a file besides ``config.yaml``.
-
-        A start that failed on bad input (a missing data set, a damaged optimizer file) leaves
-        only its configuration and empty folders; the corrected command may then reuse the name,
-        since nothing a run produced can be lost.
-        """
-        return self.path.exists() and any(
-            p.is_file() and p != self.config_path for p in self.path.rglob("*"))
+        return produced_anything(self.path)
 
     def _reopen(self, ignore: tuple[str, ...]) -> None:
         if not self.config_path.is_file():
@@ -322,3 +328,24 @@ def set_global_rng_state(state: Mapping[str, Any]) -> None:
     np.random.set_state(("MT19937", np.asarray(n["key"], dtype=np.uint32), n["pos"], n["has_gauss"],
                          n["gauss"]))
     random.setstate(state["python"])
+
+
+def console_script(name: str) -> str:
+    """How to call this Python environment's console script ``name`` (``l2l``, ``tensorboard``)
+    from a plain shell: the bare name when ``PATH`` finds this very script (an activated venv,
+    a global install), else its path in the interpreter's bin directory -- relative to the
+    working directory when under it, e.g. ``.venv/bin/l2l`` after ``make demo``."""
+    script = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if not script.is_file() or (found is not None and Path(found).resolve() == script.resolve()):
+        return name
+    try:
+        relative = script.relative_to(Path.cwd())
+    except ValueError:
+        return str(script)
+    return str(relative) if len(relative.parts) > 1 else f"./{relative}"  # a bare name would search PATH
+
+
+def tensorboard_command(logdir: Path) -> str:
+    """The shell command that shows ``logdir``'s curves, as a plain shell can run it."""
+    return shlex.join([console_script("tensorboard"), "--logdir", str(logdir)])

@@ -35,8 +35,10 @@ from typing import Any
 from l2l_gail.errors import L2LError
 from l2l_gail.gail import demos
 from l2l_gail.gail.compare import RESULTS_DIR, compare, output_paths
+from l2l_gail.gail.config import GAILConfig
 from l2l_gail.gail.expert import set_threads
-from l2l_gail.gail.train import GAILConfig, Prepared, build, prepare, start_segment, train_round
+from l2l_gail.gail.factory import Prepared, build, prepare
+from l2l_gail.gail.loop import start_segment, train_round
 from l2l_gail.runs import DEFAULT_ROOT, atomic_write_text, write_json
 from l2l_gail.sweep import Grid, Variant, run_jobs
 from l2l_gail.sweep.cli import report

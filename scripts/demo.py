@@ -33,12 +33,10 @@ worker processes (default: 2, or fewer if fewer cores are available), one torch 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import multiprocessing
 import os
 import resource
-import shlex
 import signal
 import sys
 import time
@@ -46,10 +44,12 @@ from pathlib import Path
 from typing import Any
 
 from l2l_gail.errors import L2LError
-from l2l_gail.gail.compare import compare, console_script
+from l2l_gail.gail.compare import compare
+from l2l_gail.gail.config import GAILConfig
 from l2l_gail.gail.expert import set_threads
-from l2l_gail.gail.train import GAILConfig, Prepared, prepare, run_path, train_seeds
-from l2l_gail.runs import DEFAULT_ROOT
+from l2l_gail.gail.factory import Prepared, prepare
+from l2l_gail.gail.train import run_path, train_seeds
+from l2l_gail.runs import DEFAULT_ROOT, tensorboard_command
 
 METHODS = ("gail", "l2l-gail")
 PROGRESS_EVERY = 60.0  # seconds between progress lines
@@ -187,7 +187,7 @@ def run_all(prepared: dict[str, Prepared], seeds: list[int], experiment: str, ar
             started: float) -> None:
     """Train every (method, seed) on ``args.jobs`` processes, printing progress every minute."""
     jobs = [(m, s) for s in seeds for m in METHODS]  # interleaved: partial results compare both
-    runs = {f"{m} s{s}": run_path(experiment, dataclasses.replace(prepared[m].config, seed=s), args.runs_dir)
+    runs = {f"{m} s{s}": run_path(experiment, prepared[m].config.run_method, s, args.runs_dir)
             for m, s in jobs}
     pool = multiprocessing.get_context("spawn").Pool(args.jobs, initializer=_init_worker)
     try:
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         budget = f"{args.timesteps // 1000}k" if args.timesteps % 1000 == 0 else str(args.timesteps)
         experiment = args.experiment or f"demo-{args.task}-{budget}"
         root = Path(args.runs_dir or DEFAULT_ROOT) / "gail" / experiment
-        tensorboard = shlex.join([console_script("tensorboard"), "--logdir", str(root)])
+        tensorboard = tensorboard_command(root)
         print(f"GAIL vs L2L-GAIL on {args.task}: {_seeds(len(seeds))} x {args.timesteps:,} steps per method, "
               f"{args.jobs} at a time, in {root}\nwatch the curves live: {tensorboard}", flush=True)
         run_all(prepared, seeds, experiment, args, started)

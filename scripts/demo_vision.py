@@ -19,7 +19,7 @@ import torch
 
 from l2l_gail.robust.attacks import FGSM, PGD
 from l2l_gail.robust.evaluate import evaluate
-from l2l_gail.runs import DEFAULT_ROOT, RunDir
+from l2l_gail.runs import DEFAULT_ROOT, RunDir, tensorboard_command
 from l2l_gail.vision.train import VisionConfig, load_classifier, train
 
 
@@ -43,7 +43,7 @@ def main() -> None:
     for method, sec, ev in rows:
         print(f"| {method} | {sec:.1f} | {100 * ev['clean_acc']:.1f} | {100 * ev['fgsm_acc']:.1f} | "
               f"{100 * ev['pgd20_acc']:.1f} |")
-    print(f"\nruns: {root}\ncurves: tensorboard --logdir {root}")
+    print(f"\nruns: {root}\ncurves: {tensorboard_command(root)}")
 
 
 if __name__ == "__main__":

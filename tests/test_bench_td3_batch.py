@@ -6,20 +6,10 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
-import torch
-
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_td3_batch.py"
 spec = importlib.util.spec_from_file_location("bench_td3_batch", SCRIPT)
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
-
-
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_tiny_measurement_and_refusals(tmp_path: Path, capsys) -> None:

@@ -9,21 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from l2l_gail.cli import main
 from l2l_gail.gail import demos as D
 from l2l_gail.gail.tasks import INSTALLED
 
 TASK = "inverted-pendulum"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _keep_torch_threads():
-    """`l2l expert train/collect` pin torch to --threads; give other test modules theirs back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 
 from l2l_gail.gail import expert
@@ -19,13 +18,6 @@ from l2l_gail.gail.tasks import ENVS_DIR, TaskSpec, load_task_file
 from l2l_gail.runs import RunDir
 
 TASK = "inverted-pendulum"
-
-
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_task(tmp_path: Path, threshold: float) -> TaskSpec:

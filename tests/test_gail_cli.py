@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from l2l_gail.cli import main
 from l2l_gail.gail import demos as D
@@ -16,13 +15,6 @@ TASK = "inverted-pendulum"
 TINY = ["--timesteps", "256", "--eval-every", "256", "--eval-episodes", "1", "--n-envs", "2",
         "--ppo", "n_steps=128", "--demo-batch-size", "64", "--gen-replay-buffer-capacity", "256",
         "--no-progress"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def gail_train(tmp_path: Path, *args: str) -> int:

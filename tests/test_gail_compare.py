@@ -5,7 +5,6 @@ The statistics themselves are tested against rliable and scipy in tests/test_gai
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shlex
@@ -20,7 +19,8 @@ import yaml
 from l2l_gail.cli import main
 from l2l_gail.errors import L2LError
 from l2l_gail.gail import compare as compare_module
-from l2l_gail.gail.compare import compare, console_script
+from l2l_gail.gail.compare import compare
+from l2l_gail.runs import console_script
 
 
 def fake_run(root: Path, method: str, seed: int, series: list[float], *, task: str = "hopper",
@@ -221,14 +221,14 @@ def test_compare_writes_beside_the_experiment_by_default(experiment: Path, tmp_p
 def unfinished_run(root: Path, method: str, seed: int, *, checkpoint_step: int | None = None,
                    **options: Any) -> Path:
     """An interrupted `l2l gail train` run: its resolved config.yaml and maybe a checkpoint."""
+    from l2l_gail.gail.config import GAILConfig
     from l2l_gail.gail.tasks import load_task
-    from l2l_gail.gail.train import GAILConfig
 
     config = GAILConfig(task="inverted-pendulum", method=method, seed=seed, **options)
-    run = root / config.run_method / f"seed{seed}"
+    resolved = config.resolved(load_task("inverted-pendulum"))
+    run = root / resolved.run_method / f"seed{seed}"
     (run / "checkpoints").mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(
-        dataclasses.asdict(config.resolved(load_task("inverted-pendulum"))), sort_keys=True))
+    (run / "config.yaml").write_text(yaml.safe_dump(resolved.to_dict(), sort_keys=True))
     if checkpoint_step is not None:
         (run / "checkpoints" / f"step_{checkpoint_step:09d}.pt").write_bytes(b"")  # only its name is read
     return run

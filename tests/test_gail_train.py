@@ -17,8 +17,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from l2l_gail.cli import main
 from l2l_gail.core import LSTMRule
+from l2l_gail.gail.config import GAILConfig
+from l2l_gail.gail.factory import prepare
+from l2l_gail.gail.loop import train
 from l2l_gail.gail.phi_init import adam_clone
-from l2l_gail.gail.train import GAILConfig, prepare, train
 from l2l_gail.runs import RunDir
 
 TASK = "inverted-pendulum"
@@ -30,18 +32,18 @@ COMMON_TAGS = {"eval/return", "eval/normalized_return", "disc/disc_loss", "disc/
                "reward/mean", "reward/std", "time/env_steps_per_second"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _keep_torch_threads():
-    """`l2l gail train` pins torch to --threads; give other test modules theirs back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def scalar_tags(run: Path) -> set[str]:
     events = EventAccumulator(str(run / "tb"))
     events.Reload()
     return set(events.Tags()["scalars"])
+
+
+def scalar_series(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every TensorBoard scalar of a run but the timings, as (step, value) pairs."""
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)]
+            for tag in events.Tags()["scalars"] if "time/" not in tag}
 
 
 def policy_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -123,6 +125,7 @@ def test_resume_reproduces_an_uninterrupted_run(method: str, target: str, tmp_pa
     resumed = train(prepared, RunDir(tmp_path / "cut", dataclasses.asdict(prepared.config), resume=True),
                     resume=True, progress=False)
     assert resumed["history"] == whole["history"]
+    assert scalar_series(tmp_path / "cut") == scalar_series(tmp_path / "whole")
     for a, b in ((policy_weights(tmp_path / "whole"), policy_weights(tmp_path / "cut")),
                  (torch.load(tmp_path / "whole" / "discriminator.pt"),
                   torch.load(tmp_path / "cut" / "discriminator.pt"))):

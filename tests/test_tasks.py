@@ -127,18 +127,18 @@ def test_numeric_strings_become_numbers(tmp_path: Path, old: str, new: str, wher
 
 
 def test_ppo_values_from_the_task_file_are_checked_before_any_run(tmp_path: Path) -> None:
-    from l2l_gail.gail.train import GAILConfig
+    from l2l_gail.gail.config import GAILConfig
 
     task = load_task_file(_edit_text(tmp_path, "learning_rate: 0.00025", 'learning_rate: "0.00025"'))
-    GAILConfig(task="hopper").resolved(task).validate()  # a quoted number is a number
+    GAILConfig(task="hopper").resolved(task)  # a quoted number is a number
     task = load_task_file(_edit_text(tmp_path, "learning_rate: 0.00025", "learning_rate: fast"))
     with pytest.raises(L2LError) as info:
-        GAILConfig(task="hopper").resolved(task).validate()
+        GAILConfig(task="hopper").resolved(task)
     assert str(info.value) == ("PPO hyper-parameter learning_rate must be a number, got 'fast' "
                                "(from gail.ppo of the task file or --ppo)")
     task = load_task_file(_edit_text(tmp_path, "n_epochs: 5", "n_epochs: true"))
     with pytest.raises(L2LError, match="n_epochs must be an integer, got True"):
-        GAILConfig(task="hopper").resolved(task).validate()
+        GAILConfig(task="hopper").resolved(task)
 
 
 def test_expert_hyperparameters_are_checked(tmp_path: Path) -> None:

@@ -19,13 +19,10 @@ profiles (the fraction of runs whose final exceeds tau) per task and over all ta
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
 import shlex
-import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +34,7 @@ import yaml
 from l2l_gail.errors import L2LError
 from l2l_gail.gail import stats
 from l2l_gail.gail.stats import final_window, series_metrics
-from l2l_gail.runs import DEFAULT_ROOT, atomic_write, atomic_write_text, write_json
+from l2l_gail.runs import DEFAULT_ROOT, atomic_write, atomic_write_text, console_script, write_json
 
 # The shipped benchmark tables (scripts/bench_gail.py's --output-dir); `compare` itself writes
 # beside the experiment unless given --output, so that it never touches the source tree.
@@ -222,8 +219,8 @@ def resume_commands(experiment: Path, run_dirs: Sequence[Path]) -> list[str]:
 def _train_options(config: dict[str, Any]) -> list[str] | None:
     """The ``l2l gail train`` options that reproduce the stored ``config`` (all but the seed);
     ``None`` if its task or method is unknown."""
+    from l2l_gail.gail.config import METHODS, GAILConfig
     from l2l_gail.gail.tasks import load_task
-    from l2l_gail.gail.train import METHODS, GAILConfig  # heavy (torch, SB3): only for unfinished runs
 
     if config.get("method") not in METHODS:
         return None
@@ -231,7 +228,7 @@ def _train_options(config: dict[str, Any]) -> list[str] | None:
         task = load_task(str(config.get("task")))
     except L2LError:
         return None
-    default = dataclasses.asdict(GAILConfig(task=task.name, method=config["method"]).resolved(task))
+    default = GAILConfig(task=task.name, method=config["method"]).resolved(task).to_dict()
     options = ["--task", task.name, "--method", config["method"]]
     for key, value in config.items():
         if key in ("task", "method", "seed") or value == default.get(key):
@@ -245,22 +242,6 @@ def _train_options(config: dict[str, Any]) -> list[str] | None:
         else:
             options += ["--" + key.replace("_", "-"), str(value)]
     return options
-
-
-def console_script(name: str) -> str:
-    """How to call this Python environment's console script ``name`` (``l2l``, ``tensorboard``)
-    from a plain shell: the bare name when ``PATH`` finds this very script (an activated venv,
-    a global install), else its path in the interpreter's bin directory -- relative to the
-    working directory when under it, e.g. ``.venv/bin/l2l`` after ``make demo``."""
-    script = Path(sys.executable).parent / name
-    found = shutil.which(name)
-    if not script.is_file() or (found is not None and Path(found).resolve() == script.resolve()):
-        return name
-    try:
-        relative = script.relative_to(Path.cwd())
-    except ValueError:
-        return str(script)
-    return str(relative) if len(relative.parts) > 1 else f"./{relative}"  # a bare name would search PATH
 
 
 def _yaml_value(value: Any) -> str:

@@ -14,7 +14,6 @@ policies for ``l2l expert collect``, never read by ``--resume``.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -30,6 +29,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.save_util import recursive_getattr
 
 from l2l_gail.errors import L2LError
+from l2l_gail.gail import compat
 from l2l_gail.gail.tasks import TaskSpec, check_kwargs
 from l2l_gail.runs import RunDir, atomic_write, global_rng_state, set_global_rng_state, write_json
 
@@ -134,15 +134,13 @@ def checkpoint_state(model: BaseAlgorithm, history: list[dict[str, float]]) -> d
 
     The environments are not saved: training resumes at the start of a new episode.
     """
-    _, variables = model._get_torch_save_params()
     state: dict[str, Any] = {
         "parameters": model.get_parameters(),
-        "variables": {name: recursive_getattr(model, name).detach().clone() for name in variables},
-        "counters": {"num_timesteps": model.num_timesteps, "n_updates": model._n_updates,
-                     "episode_num": model._episode_num},
-        # Monitor's episode records hold numpy scalars: stored as floats
-        "episodes": [{k: float(v) for k, v in info.items()} for info in model.ep_info_buffer or ()],
-        "successes": [bool(x) for x in model.ep_success_buffer or ()],
+        "variables": {name: recursive_getattr(model, name).detach().clone()
+                      for name in compat.torch_variables(model)},
+        "counters": {"num_timesteps": model.num_timesteps, "n_updates": compat.n_updates(model),
+                     "episode_num": compat.episode_num(model)},
+        **compat.episode_history(model),  # "episodes", "successes"
         "history": history,
         "rng": global_rng_state(),
     }
@@ -161,10 +159,9 @@ def restore_checkpoint(model: BaseAlgorithm, state: Mapping[str, Any]) -> list[d
     for name, value in state["variables"].items():
         recursive_getattr(model, name).data.copy_(value)
     model.num_timesteps = int(state["counters"]["num_timesteps"])
-    model._n_updates = int(state["counters"]["n_updates"])
-    model._episode_num = int(state["counters"]["episode_num"])
-    model.ep_info_buffer = deque(state["episodes"], maxlen=model._stats_window_size)
-    model.ep_success_buffer = deque(state["successes"], maxlen=model._stats_window_size)
+    compat.set_n_updates(model, int(state["counters"]["n_updates"]))
+    compat.set_episode_num(model, int(state["counters"]["episode_num"]))
+    compat.load_episode_history(model, state)
     buffer = model.replay_buffer if isinstance(model, OffPolicyAlgorithm) else None
     if buffer is not None:
         for key, value in state["replay_buffer"]["arrays"].items():

@@ -1,9 +1,9 @@
 """A starting point for the learned optimizer's ``phi``: imitate Adam.
 
 A fresh :class:`~l2l_gail.core.LSTMRule` has a zero output head, so it makes no steps until
-``phi`` is trained; online look-ahead training alone (DESIGN.md, section 3) would then spend its
-first rounds discovering that steps should be taken at all, while the generator already learns
-against a frozen discriminator. Instead, ``phi`` starts as a behaviour clone of Adam (Kingma &
+``phi`` is trained; online look-ahead training alone (``docs/design.md``, "The GAIL mode") would
+then spend its first rounds discovering that steps should be taken at all, while the generator
+already learns against a frozen discriminator. Instead, ``phi`` starts as a behaviour clone of Adam (Kingma &
 Ba 2015, arXiv 1412.6980), the baselines' optimizer: it is regressed onto Adam's per-coordinate
 steps on synthetic gradient streams. So L2L-GAIL begins as the ``gail`` baseline, and any
 difference between the two is caused by the online training of ``phi`` on held-out data.

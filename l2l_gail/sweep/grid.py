@@ -146,11 +146,11 @@ class Grid:
 def run_dir(mode: str, ns: argparse.Namespace) -> Path:
     """Where the parsed ``l2l <mode> train`` command ``ns`` writes (as the command computes it)."""
     if mode == "gail":
-        from l2l_gail.gail.train import GAILConfig, run_path
+        from l2l_gail.gail.config import method_dir
+        from l2l_gail.gail.train import run_path
 
-        config = GAILConfig(task=ns.task, method=ns.method, label=ns.label, l2l_target=ns.l2l_target,
-                            seed=int(ns.seeds))
-        return run_path(ns.experiment, config, ns.runs_dir)
+        return run_path(ns.experiment, method_dir(ns.method, ns.l2l_target, ns.label), int(ns.seeds),
+                        ns.runs_dir)
     return Path(ns.runs_dir) / mode / ns.name
 
 

@@ -1,0 +1,254 @@
+"""The configuration of a GAIL run: what the user gives, and what a run is built from.
+
+:class:`GAILConfig` is what the command line and the scripts fill in: any field left ``None``
+takes the task file's ``gail:`` value, and its choices are plain strings. :meth:`GAILConfig.resolved`
+merges the task file in, checks every value, and returns a :class:`ResolvedGAILConfig`: frozen,
+every number concrete, every choice a ``Literal``. The trainers, the loop and the run directory
+only ever see the resolved form; its :meth:`~ResolvedGAILConfig.to_dict` is the run's
+``config.yaml``, which ``--resume`` compares.
+
+This module imports neither torch nor the RL libraries, so ``l2l gail train --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import re
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from l2l_gail.errors import L2LError
+from l2l_gail.gail.tasks import TaskSpec, check_kwargs
+
+Method = Literal["gail", "gail-gp", "l2l-gail"]
+L2LTarget = Literal["discriminator", "policy", "both"]
+MetaObjective = Literal["heldout", "heldout-gp"]
+METHODS: tuple[Method, ...] = typing.get_args(Method)
+L2L_TARGETS: tuple[L2LTarget, ...] = typing.get_args(L2LTarget)
+META_OBJECTIVES: tuple[MetaObjective, ...] = typing.get_args(MetaObjective)
+PPO_N_STEPS = 2048
+"""stable-baselines3's default ``n_steps``, for a task file whose ``gail.ppo`` leaves it out."""
+
+_T = TypeVar("_T", bound=str)
+
+
+@dataclass
+class GAILConfig:
+    """Everything a GAIL run depends on, as the user gives it.
+
+    Fields left ``None`` take the task file's ``gail:`` value (:meth:`resolved`).
+    """
+
+    task: str = "inverted-pendulum"
+    """task name (a file envs/<task>.yaml)"""
+    method: str = "gail"
+    """gail, gail-gp or l2l-gail"""
+    seed: int = 0
+    """random seed"""
+    timesteps: int | None = None
+    """generator environment steps (default: the task file's gail.timesteps)"""
+    demo_episodes: int | None = None
+    """expert episodes used as demonstrations (default: the task file's gail.demo_episodes)"""
+    eval_every: int | None = None
+    """evaluate on the true reward and checkpoint every this many environment steps (default: the
+    task file's gail.eval_every)"""
+    eval_episodes: int | None = None
+    """episodes per evaluation (default: the task file's gail.eval_episodes)"""
+    n_envs: int | None = None
+    """parallel environments of the generator (default: the task file's gail.n_envs)"""
+    demo_batch_size: int | None = None
+    """expert transitions per discriminator batch, as many generator ones are added (default: the
+    task file's gail.demo_batch_size)"""
+    gen_replay_buffer_capacity: int | None = None
+    """generator transitions kept for discriminator batches (default: the task file's
+    gail.gen_replay_buffer_capacity, else one round's)"""
+    n_disc_updates_per_round: int | None = None
+    """discriminator updates after each generator round (default: the task file's
+    gail.n_disc_updates_per_round)"""
+    disc_lr: float | None = None
+    """discriminator learning rate: Adam's, or the unit of the learned steps (default: the task
+    file's gail.disc_lr)"""
+    gp_coef: float | None = None
+    """gradient-penalty weight of gail-gp (default: the task file's gail.gp_coef)"""
+    l2l_target: str = "discriminator"
+    """l2l-gail: what the learned optimizer steps: discriminator, policy or both"""
+    l2l_init: str | None = None
+    """l2l-gail: start phi from this file, a phi_*.pt of an earlier run (default: the Adam clone)"""
+    l2l_meta_lr: float = 1e-3
+    """l2l-gail: Adam learning rate on phi (online look-ahead)"""
+    l2l_meta_every: int = 1
+    """l2l-gail: train phi on every N-th learned step (the others only apply it)"""
+    l2l_objective: str = "heldout"
+    """l2l-gail: phi's objective: heldout (discriminator loss on a fresh batch after the step) or
+    heldout-gp (plus gp_coef x the gradient penalty on that batch)"""
+    l2l_max_step: float | None = None
+    """l2l-gail: bound each coordinate's step to this many learning rates (tanh); none by default;
+    with --l2l-init the file's own bound applies"""
+    ppo: dict[str, Any] = field(default_factory=dict)
+    """PPO hyper-parameters: the task file's gail.ppo, updated by these"""
+    label: str | None = None
+    """name of this configuration in its experiment (run directory and row of `l2l gail compare`),
+    e.g. to compare variants of one method; default: the method's name"""
+
+    def resolved(self, task: TaskSpec) -> ResolvedGAILConfig:
+        """Every ``None`` filled from ``task.gail``, ``ppo`` merged over the task's, all checked.
+
+        Raises:
+            L2LError: an unknown method, target or objective, a bad label, impossible numbers,
+                unknown PPO hyper-parameters or a missing ``--l2l-init`` file.
+        """
+        values = dataclasses.asdict(self)
+        for key, value in values.items():
+            if value is None and key in task.gail:
+                values[key] = task.gail[key]
+        values["ppo"] = {**task.gail["ppo"], **self.ppo}
+        return _resolve(values)
+
+
+@dataclass(frozen=True)
+class ResolvedGAILConfig:
+    """A checked configuration with the task file merged in (:meth:`GAILConfig.resolved`).
+
+    The fields are :class:`GAILConfig`'s, concrete. The ``None`` s left mean "none", not "not
+    given": ``l2l_init`` (start from the Adam clone), ``l2l_max_step`` (no bound) and ``label``
+    (the run is named by its method).
+    """
+
+    task: str
+    method: Method
+    seed: int
+    timesteps: int
+    demo_episodes: int
+    eval_every: int
+    eval_episodes: int
+    n_envs: int
+    demo_batch_size: int
+    gen_replay_buffer_capacity: int
+    n_disc_updates_per_round: int
+    disc_lr: float
+    gp_coef: float
+    l2l_target: L2LTarget
+    l2l_init: str | None
+    l2l_meta_lr: float
+    l2l_meta_every: int
+    l2l_objective: MetaObjective
+    l2l_max_step: float | None
+    ppo: dict[str, Any]
+    label: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run's ``config.yaml`` (and the ``config`` of its checkpoints)."""
+        return dataclasses.asdict(self)
+
+    @property
+    def run_method(self) -> str:
+        """The method's directory name (:func:`method_dir`)."""
+        return method_dir(self.method, self.l2l_target, self.label)
+
+    @property
+    def l2l_discriminator(self) -> bool:
+        """Whether a learned optimizer steps the discriminator."""
+        return self.method == "l2l-gail" and self.l2l_target in ("discriminator", "both")
+
+    @property
+    def l2l_policy(self) -> bool:
+        """Whether a learned optimizer steps the policy."""
+        return self.method == "l2l-gail" and self.l2l_target in ("policy", "both")
+
+    @property
+    def round_steps(self) -> int:
+        """Environment steps per round: ``n_envs * ppo.n_steps`` (PPO's rollout)."""
+        return round_steps(self.n_envs, self.ppo)
+
+
+def round_steps(n_envs: int, ppo: Mapping[str, Any]) -> int:
+    """Environment steps per round: ``n_envs`` times PPO's ``n_steps``."""
+    return n_envs * int(ppo.get("n_steps", PPO_N_STEPS))
+
+
+def _choice(value: Any, choices: tuple[_T, ...], what: str) -> _T:
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise L2LError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if not isinstance(value, int) or value < 1:
+        raise L2LError(f"--{key.replace('_', '-')} must be a positive integer, got {value!r}")
+    return value
+
+
+def _non_negative(key: str, value: Any) -> float:
+    if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
+        raise L2LError(f"--{key.replace('_', '-')} must be a non-negative number, got {value!r}")
+    return value
+
+
+def method_dir(method: str, l2l_target: str, label: str | None) -> str:
+    """A method's directory name in an experiment: ``label`` if set, else ``l2l-gail``,
+    ``l2l-gail-policy`` / ``-both``, ``gail`` or ``gail-gp``."""
+    if label:
+        return label
+    if method == "l2l-gail" and l2l_target != "discriminator":
+        return f"l2l-gail-{l2l_target}"
+    return method
+
+
+def _resolve(values: Mapping[str, Any]) -> ResolvedGAILConfig:
+    """Check the merged ``values`` and build the resolved configuration (the checks run in the
+    order of :class:`GAILConfig`'s fields, so the first bad option is the one named)."""
+    method = _choice(values["method"], METHODS, "method")
+    objective = _choice(values["l2l_objective"], META_OBJECTIVES, "--l2l-objective")
+    target = _choice(values["l2l_target"], L2L_TARGETS, "--l2l-target")
+    label = values["label"]
+    if label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label):
+        raise L2LError(f"--label {label!r} must be a directory name: letters, digits, '.', '_', '-'")
+    count = {key: _positive_int(key, values[key]) for key in (
+        "timesteps", "demo_episodes", "eval_every", "eval_episodes", "n_envs", "demo_batch_size",
+        "n_disc_updates_per_round", "l2l_meta_every")}
+    rate = {key: _non_negative(key, values[key]) for key in ("disc_lr", "gp_coef", "l2l_meta_lr")}
+    max_step = values["l2l_max_step"]
+    max_step = None if max_step is None else _non_negative("l2l_max_step", max_step)
+    ppo = dict(values["ppo"])
+    steps = round_steps(count["n_envs"], ppo)
+    if count["timesteps"] < steps:
+        raise L2LError(
+            f"--timesteps {count['timesteps']} is less than one round of {steps} environment steps "
+            f"(n_envs {count['n_envs']} x ppo n_steps {ppo.get('n_steps')}); ask for at least {steps}")
+    # None: imitation's default, the generator samples of one round
+    capacity = values["gen_replay_buffer_capacity"]
+    capacity = steps if capacity is None else _positive_int("gen_replay_buffer_capacity", capacity)
+    if capacity < count["demo_batch_size"]:
+        raise L2LError(f"the generator replay buffer ({capacity}) is smaller than one "
+                       f"discriminator batch ({count['demo_batch_size']}); raise "
+                       "--gen-replay-buffer-capacity or lower --demo-batch-size")
+    _check_ppo_names(ppo)
+    l2l_init = values["l2l_init"]
+    if l2l_init is not None and not Path(l2l_init).is_file():
+        raise L2LError(f"--l2l-init {l2l_init}: no such file; pass a phi_*.pt written by an l2l-gail run")
+    return ResolvedGAILConfig(
+        task=values["task"], method=method, seed=values["seed"], timesteps=count["timesteps"],
+        demo_episodes=count["demo_episodes"], eval_every=count["eval_every"],
+        eval_episodes=count["eval_episodes"], n_envs=count["n_envs"],
+        demo_batch_size=count["demo_batch_size"], gen_replay_buffer_capacity=capacity,
+        n_disc_updates_per_round=count["n_disc_updates_per_round"], disc_lr=rate["disc_lr"],
+        gp_coef=rate["gp_coef"], l2l_target=target, l2l_init=l2l_init, l2l_meta_lr=rate["l2l_meta_lr"],
+        l2l_meta_every=count["l2l_meta_every"], l2l_objective=objective, l2l_max_step=max_step,
+        ppo=ppo, label=label)
+
+
+def _check_ppo_names(ppo: Mapping[str, Any]) -> None:
+    from stable_baselines3 import PPO  # here, not at the top: --help must not import torch
+
+    known = set(inspect.signature(PPO.__init__).parameters) - {"self", "policy", "env"}
+    unknown = sorted(set(ppo) - known - {"net_arch"})
+    if unknown:
+        raise L2LError(f"bad PPO hyper-parameter(s) {', '.join(unknown)} (from gail.ppo of the "
+                       "task file or --ppo); see stable_baselines3.PPO's arguments")
+    check_kwargs(ppo, PPO.__init__, "PPO hyper-parameter", "gail.ppo of the task file or --ppo")

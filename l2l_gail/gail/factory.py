@@ -1,0 +1,129 @@
+"""Everything a GAIL run is built from: its checked inputs (:func:`prepare`) and its trainer
+(:func:`build`: environments, PPO, discriminator and the method's trainer)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from imitation.data import rollout, types
+from imitation.rewards.reward_nets import BasicRewardNet
+from imitation.util import logger as imitation_logger
+from imitation.util import networks
+from stable_baselines3 import PPO
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from l2l_gail.core import LSTMRule, LSTMRuleConfig
+from l2l_gail.errors import L2LError
+from l2l_gail.gail import demos as demo_files
+from l2l_gail.gail.config import GAILConfig, ResolvedGAILConfig
+from l2l_gail.gail.methods import GAILGPTrainer, GAILTrainer, L2LGAILTrainer
+from l2l_gail.gail.phi_init import adam_clone
+from l2l_gail.gail.policy import L2LPPO, LookaheadPolicyOptimizer
+from l2l_gail.gail.tasks import TaskSpec, load_task
+
+
+@dataclass
+class Prepared:
+    """A checked configuration with its task and demonstrations, before any run exists."""
+
+    config: ResolvedGAILConfig
+    task: TaskSpec
+    demonstrations: types.Transitions
+    expert_return: float
+
+    def normalize(self, ret: float) -> float:
+        """``(R - R_random) / (R_expert - R_random)``: 0 is a random policy, 1 the expert."""
+        return (ret - self.task.random_return) / (self.expert_return - self.task.random_return)
+
+
+def prepare(config: GAILConfig, data_dir: Path | None = None) -> Prepared:
+    """Resolve and check ``config`` and load its demonstrations (all errors before any run).
+
+    Raises:
+        L2LError: unknown task or method, bad numbers, missing, corrupted or foreign
+            demonstrations (the loader's own message).
+    """
+    task = load_task(config.task)
+    resolved = config.resolved(task)
+    data_dir = data_dir or demo_files.EXPERT_DATA_DIR
+    trajectories = demo_files.load_demos(task, data_dir, n_episodes=resolved.demo_episodes)
+    expert_return = float(demo_files.read_manifest(data_dir)["tasks"][task.name]["mean_return"])
+    if not expert_return > task.random_return:
+        raise L2LError(f"the demonstrations' return {expert_return} is not above the random "
+                       f"return {task.random_return} of {task.path}: re-collect them")
+    transitions = rollout.flatten_trajectories(trajectories)
+    if len(transitions) < resolved.demo_batch_size:
+        raise L2LError(f"{len(transitions)} expert transitions are fewer than one batch of "
+                       f"--demo-batch-size {resolved.demo_batch_size}")
+    return Prepared(resolved, task, transitions, expert_return)
+
+
+def initial_phi(config: ResolvedGAILConfig) -> LSTMRule:
+    """``phi`` at the start of a run: ``--l2l-init`` if given, else the Adam clone."""
+    if config.l2l_init is not None:
+        learned = LSTMRule.load(config.l2l_init)
+        learned.step_units = "lr"  # the trainers scale its steps by lr, so the phi they save is in lr
+        return learned
+    learned, _ = adam_clone(lstm=LSTMRuleConfig(output_scale=1.0, max_step=config.l2l_max_step))
+    return learned
+
+
+def build(prepared: Prepared, log_dir: Path) -> GAILTrainer:
+    """The trainer of ``prepared.config.method`` with a fresh generator and discriminator.
+
+    Seeds the global RNGs with the run's seed first, so two builds of one configuration are
+    identical (a resumed run then loads its checkpoint into it).
+    """
+    config, task = prepared.config, prepared.task
+    _seed_everything(config.seed)
+    venv = DummyVecEnv([lambda: Monitor(task.make_env()) for _ in range(config.n_envs)])
+    ppo_kwargs = dict(config.ppo)
+    policy_kwargs: dict[str, Any] = {}
+    if "net_arch" in ppo_kwargs:
+        policy_kwargs["net_arch"] = ppo_kwargs.pop("net_arch")
+    algo: type[PPO] = PPO
+    if config.l2l_policy:
+        algo = L2LPPO
+        policy_kwargs.update(optimizer_class=LookaheadPolicyOptimizer, optimizer_kwargs={
+            "learned": initial_phi(config), "meta_lr": config.l2l_meta_lr,
+            "meta_every": config.l2l_meta_every})
+    try:
+        gen_algo = algo("MlpPolicy", venv, seed=config.seed, verbose=0, device="cpu",
+                        policy_kwargs=policy_kwargs, **ppo_kwargs)
+    except (TypeError, ValueError, AssertionError) as exc:  # SB3 validates with assert
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise L2LError(f"bad PPO hyper-parameter ({reason}); check gail.ppo in {task.path} "
+                       "and --ppo") from exc
+    reward_net = BasicRewardNet(venv.observation_space, venv.action_space,
+                                normalize_input_layer=networks.RunningNorm)
+    demonstrations, rng = prepared.demonstrations, np.random.default_rng(config.seed)
+    common: dict[str, Any] = {
+        "demo_batch_size": config.demo_batch_size, "venv": venv, "gen_algo": gen_algo,
+        "reward_net": reward_net, "n_disc_updates_per_round": config.n_disc_updates_per_round,
+        "gen_replay_buffer_capacity": config.gen_replay_buffer_capacity,
+        "custom_logger": imitation_logger.configure(log_dir, format_strs=[]),
+        # Episodes end when the robot falls: a fixed horizon would need absorbing states.
+        "allow_variable_horizon": True,
+    }
+    if config.l2l_discriminator:
+        return L2LGAILTrainer(demonstrations=demonstrations, rng=rng, learned=initial_phi(config),
+                              disc_lr=config.disc_lr, meta_lr=config.l2l_meta_lr,
+                              meta_every=config.l2l_meta_every, meta_objective=config.l2l_objective,
+                              gp_coef=config.gp_coef, **common)
+    adam = {"lr": config.disc_lr}
+    if config.method == "gail-gp":
+        return GAILGPTrainer(demonstrations=demonstrations, rng=rng, gp_coef=config.gp_coef,
+                             disc_opt_kwargs=adam, **common)
+    return GAILTrainer(demonstrations=demonstrations, rng=rng, disc_opt_kwargs=adam, **common)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
