@@ -2,9 +2,10 @@
 
 Imports only torch, the standard library and :mod:`l2l_gail.errors`, so it can be used alone:
 
-* update rules (functional: parameters in, parameters out): :class:`UpdateRule`, the interface,
-  and :class:`LSTMRule`, the coordinatewise LSTM ``g_phi`` (:mod:`~l2l_gail.core.rule`,
-  :mod:`~l2l_gail.core.lstm_rule`); their versioned file (:mod:`~l2l_gail.core.rule_file`);
+* update rules (functional: parameters in, parameters out): :class:`UpdateRule`, the interface;
+  :class:`LSTMRule`, the coordinatewise LSTM ``g_phi``; :class:`MLPRule`, a per-parameter MLP over
+  Adam-like features (:mod:`~l2l_gail.core.rule`, :mod:`~l2l_gail.core.lstm_rule`,
+  :mod:`~l2l_gail.core.mlp_rule`); their versioned file (:mod:`~l2l_gail.core.rule_file`);
 * meta-training helpers (:mod:`~l2l_gail.core.metalearn`): :func:`meta_step`, :func:`unroll`,
   :func:`lookahead_step`;
 * the ``torch.optim`` optimizer (:mod:`~l2l_gail.core.optim`): :class:`LearnedOptimizer`;
@@ -31,10 +32,11 @@ from l2l_gail.core.metalearn import (
     unroll,
     write_params,
 )
+from l2l_gail.core.mlp_rule import MLPRule, MLPRuleConfig
 from l2l_gail.core.optim import LearnedOptimizer
 from l2l_gail.core.preprocess import preprocess_gradients
 from l2l_gail.core.rule import Memory, Params, State, UpdateRule, UpdateStats
-from l2l_gail.core.rule_file import StepUnits
+from l2l_gail.core.rule_file import RULE_NAMES, StepUnits, rule_type
 
 _DEPRECATED = {"LSTMOptimizer": "LSTMRule", "LSTMOptimizerConfig": "LSTMRuleConfig"}
 
@@ -49,11 +51,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "RULE_NAMES",
     "LSTMRule",
     "LSTMRuleConfig",
     "LearnedAttacker",
     "LearnedOptimizer",
     "LookaheadStats",
+    "MLPRule",
+    "MLPRuleConfig",
     "Memory",
     "MetaStepStats",
     "Params",
@@ -69,6 +74,7 @@ __all__ = [
     "lookahead_step",
     "meta_step",
     "preprocess_gradients",
+    "rule_type",
     "trainable_params",
     "unroll",
     "write_params",

@@ -41,6 +41,8 @@ class LSTMRuleConfig:
     max_step: float | None = None
     """If set, each coordinate's step is ``max_step * tanh(step / max_step)``: an optional
     bound that keeps an online-trained optimizer from taking one catastrophic step."""
+    sign_symmetric: bool = False
+    """Make the step odd in the gradient history (see :class:`LSTMRule`)."""
 
     def __post_init__(self) -> None:
         problems = [
@@ -72,12 +74,20 @@ class LSTMRule(UpdateRule):
     and, through it, the LSTM. (On random quadratics this start also meta-trained to a lower
     loss than PyTorch's default head initialisation.)
 
+    With ``sign_symmetric``, the LSTM also reads every coordinate's mirrored stream, the same
+    gradients negated, with a memory of its own, and the step is ``(f(g) - f(-g)) / 2``: negating
+    every gradient a coordinate has seen negates its step exactly, and a zero gradient stream
+    gives a zero step, so the rule can learn no drift independent of the gradient. The memory
+    then holds both streams (``hidden_size`` doubled in its last dimension), and each step costs
+    two LSTM passes.
+
     Args:
         config: the network's shape; defaults to 2 x 20 units, output scale 0.1.
         step_units: ``absolute`` (default; what meta-training trains) or ``lr``.
     """
 
     file_format = "l2l_gail.LSTMOptimizer"
+    name = "lstm"
     config_type = LSTMRuleConfig
     memory_keys = ("h", "c")
     config: LSTMRuleConfig
@@ -95,8 +105,11 @@ class LSTMRule(UpdateRule):
         return {"device": weight.device, "dtype": weight.dtype}
 
     def init_memory(self, n_coords: int) -> Hidden:
-        """Zero LSTM memory ``(h, c)`` for ``n_coords`` coordinates, on ``phi``'s device."""
-        shape = (self.config.num_layers, n_coords, self.config.hidden_size)
+        """Zero LSTM memory ``(h, c)`` for ``n_coords`` coordinates, on ``phi``'s device: each
+        ``(num_layers, n_coords, hidden_size)``, or twice ``hidden_size`` wide with
+        ``sign_symmetric`` (the mirrored stream's memory in the second half)."""
+        streams = 2 if self.config.sign_symmetric else 1
+        shape = (self.config.num_layers, n_coords, streams * self.config.hidden_size)
         return torch.zeros(shape, **self._like()), torch.zeros(shape, **self._like())
 
     @property
@@ -121,9 +134,10 @@ class LSTMRule(UpdateRule):
             step = self.config.max_step * torch.tanh(step / self.config.max_step)
         return step, new_hidden
 
-    def steps(self, grads: Sequence[Tensor],
-              memory: Sequence[Memory]) -> tuple[list[Tensor], list[Memory]]:
-        """Steps for several tensors at once, run as one flattened batch (one LSTM call).
+    def steps(self, grads: Sequence[Tensor], memory: Sequence[Memory],
+              params: Sequence[Tensor]) -> tuple[list[Tensor], list[Memory]]:
+        """Steps for several tensors at once, run as one flattened batch (one LSTM call, or two
+        with ``sign_symmetric``); the LSTM does not read ``params``.
 
         Returns one step per gradient (same shape, dtype and device as the gradient) and each
         tensor's new memory.
@@ -135,7 +149,10 @@ class LSTMRule(UpdateRule):
         flat = torch.cat([g.reshape(-1).to(like["device"]) for g in grads])
         h = torch.cat([hc[0].to(**like) for hc in memory], dim=1)
         c = torch.cat([hc[1].to(**like) for hc in memory], dim=1)
-        step, (h, c) = self(flat, (h, c))
+        if self.config.sign_symmetric:
+            step, (h, c) = self._mirrored(flat, h, c)
+        else:
+            step, (h, c) = self(flat, (h, c))
         steps = [
             s.view(g.shape).to(device=g.device, dtype=g.dtype)
             for s, g in zip(step.split(sizes), grads, strict=True)
@@ -143,3 +160,14 @@ class LSTMRule(UpdateRule):
         new_memory: list[Memory] = list(zip(h.split(sizes, dim=1), c.split(sizes, dim=1),
                                             strict=True))
         return steps, new_memory
+
+    def _mirrored(self, flat: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Hidden]:
+        """``(f(g) - f(-g)) / 2`` with each stream's memory in one half of ``h`` and ``c``.
+
+        Two separate LSTM calls, so that each coordinate of the mirrored history is computed at
+        the same batch position as the original: that is what makes the symmetry exact.
+        """
+        size = self.config.hidden_size
+        step, (h_pos, c_pos) = self(flat, (h[..., :size].contiguous(), c[..., :size].contiguous()))
+        mirror, (h_neg, c_neg) = self(-flat, (h[..., size:].contiguous(), c[..., size:].contiguous()))
+        return (step - mirror) / 2, (torch.cat((h_pos, h_neg), -1), torch.cat((c_pos, c_neg), -1))

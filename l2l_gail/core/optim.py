@@ -33,7 +33,8 @@ class LearnedOptimizer(torch.optim.Optimizer):
     refuses an ``lr`` unless a ``reference_lr`` says what that ``lr`` means (``reference_lr=lr``
     keeps the learned steps and lets a learning-rate schedule scale them).
 
-    Each parameter's memory lives in ``self.state[p]`` (for the LSTM rule ``"h"`` and ``"c"``),
+    Each parameter's memory lives in ``self.state[p]`` (for the LSTM rule ``"h"`` and ``"c"``, for
+    the MLP rule ``"momenta"``, ``"second_moment"`` and ``"step"``),
     and ``state_dict()`` also carries ``phi`` (under ``"learned"``), so a checkpoint resumes
     bit-for-bit even while ``phi`` is being trained online. ``step()`` never builds a graph;
     to train ``phi`` use :meth:`lookahead_step` or the helpers of :mod:`l2l_gail.core.metalearn`.
@@ -138,7 +139,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 params.append(p)
                 grads.append(p.grad)
                 factors.append(factor)
-        steps, memory = self.learned.steps(grads, [self._memory(p) for p in params])
+        steps, memory = self.learned.steps(grads, [self._memory(p) for p in params], params)
         for p, s, factor, mem in zip(params, steps, factors, memory, strict=True):
             p.add_(s, alpha=factor)
             self._remember(p, mem)

@@ -13,8 +13,9 @@ one rule serves a model of any size.
 :meth:`~UpdateRule.init_state` and :meth:`~UpdateRule.update` over ``dict[str, Tensor]``
 parameters, differentiable in ``phi``. A rule implements three things --
 :meth:`~UpdateRule.init_memory`, :meth:`~UpdateRule.steps` and :attr:`~UpdateRule.never_steps` --
-and declares its file format and configuration type; :class:`~l2l_gail.core.lstm_rule.LSTMRule`
-is the one rule today.
+and declares its file format and configuration type. Two rules implement it:
+:class:`~l2l_gail.core.lstm_rule.LSTMRule` (the coordinatewise LSTM) and
+:class:`~l2l_gail.core.mlp_rule.MLPRule` (a per-parameter MLP over Adam-like features).
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def l2_norm(tensors: Iterable[Tensor]) -> float:
 class UpdateRule(nn.Module, abc.ABC):
     """A coordinatewise learned update rule ``g_phi`` (its weights are ``phi``).
 
-    Subclasses set :attr:`file_format`, :attr:`config_type` and :attr:`memory_keys`, keep this
-    constructor's signature, and implement :meth:`init_memory`, :meth:`steps` and
+    Subclasses set :attr:`file_format`, :attr:`name`, :attr:`config_type` and :attr:`memory_keys`,
+    keep this constructor's signature, and implement :meth:`init_memory`, :meth:`steps` and
     :attr:`never_steps`.
 
     Args:
@@ -71,6 +72,9 @@ class UpdateRule(nn.Module, abc.ABC):
 
     file_format: ClassVar[str]
     """The ``format`` field of this rule's file (:mod:`l2l_gail.core.rule_file`)."""
+    name: ClassVar[str]
+    """The rule's short name (``"lstm"``, ``"mlp"``), as ``--rule`` options take it
+    (:func:`~l2l_gail.core.rule_file.rule_type`)."""
     config_type: ClassVar[type]
     """The frozen dataclass of the rule's configuration, rebuilt from the file's ``config``."""
     memory_keys: ClassVar[tuple[str, ...]]
@@ -105,12 +109,14 @@ class UpdateRule(nn.Module, abc.ABC):
         """Fresh memory for ``n_coords`` coordinates, on ``phi``'s device."""
 
     @abc.abstractmethod
-    def steps(self, grads: Sequence[Tensor],
-              memory: Sequence[Memory]) -> tuple[list[Tensor], list[Memory]]:
+    def steps(self, grads: Sequence[Tensor], memory: Sequence[Memory],
+              params: Sequence[Tensor]) -> tuple[list[Tensor], list[Memory]]:
         """The steps for several tensors at once, and each tensor's new memory.
 
+        ``params`` are the tensors' current values, in the order of ``grads``: a rule may read
+        them (the MLP rule does, as in learned_optimization) or not (the LSTM does not).
         Returns one step per gradient (same shape, dtype and device as the gradient).
-        Differentiable in ``phi`` (and in the gradients) when autograd is enabled.
+        Differentiable in ``phi`` (and in the gradients and parameters) when autograd is enabled.
         """
 
     @property
@@ -161,8 +167,9 @@ class UpdateRule(nn.Module, abc.ABC):
         names = [n for n in params if n in given]
         grad_list = [given[n] if second_order else given[n].detach() for n in names]
         with torch.enable_grad() if create_graph else torch.no_grad():
-            steps, memory = self.steps(grad_list, [state[n] for n in names])
             new_params = {n: p if create_graph else p.detach() for n, p in params.items()}
+            steps, memory = self.steps(grad_list, [state[n] for n in names],
+                                       [new_params[n] for n in names])
             new_state = dict(state)
             for i, (n, mem) in enumerate(zip(names, memory, strict=True)):
                 factor = scale[n] if isinstance(scale, Mapping) else scale

@@ -3,9 +3,13 @@
 A rule file is one ``torch.save`` of a plain dict, read back with ``weights_only=True`` (never
 unpickled), holding:
 
-* ``format`` -- which rule (``"l2l_gail.LSTMOptimizer"`` for :class:`~l2l_gail.core.lstm_rule.LSTMRule`,
-  the name it had when the format was introduced, so that every existing file stays readable);
-* ``version`` -- :data:`FORMAT_VERSION` when written; versions :data:`READABLE_VERSIONS` are read;
+* ``format`` -- which rule, i.e. the architecture (``"l2l_gail.LSTMOptimizer"`` for
+  :class:`~l2l_gail.core.lstm_rule.LSTMRule`, the name it had when the format was introduced, so
+  that every existing file -- all of them LSTMs -- stays readable; ``"l2l_gail.MLPRule"`` for
+  :class:`~l2l_gail.core.mlp_rule.MLPRule`);
+* ``version`` -- :data:`FORMAT_VERSION` when written; versions :data:`READABLE_VERSIONS` are read
+  (version 3 has the fields of version 2, but may hold an MLP rule or an LSTM configuration with
+  ``sign_symmetric``, which an older reader must refuse by version rather than misread);
 * ``config`` -- the rule's configuration dataclass as a dict;
 * ``step_units`` (since version 2) -- ``absolute`` or ``lr``, how the output is to be applied;
 * ``state_dict`` -- ``phi``, on the CPU.
@@ -44,19 +48,36 @@ rules), or as a step in units of the learning rate, to be multiplied by ``lr`` (
 clone and every rule an l2l-gail run trains)."""
 STEP_UNITS: tuple[StepUnits, ...] = get_args(StepUnits)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The version this code writes."""
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 """The versions this code reads."""
 V1_STEP_UNITS: StepUnits = "absolute"
 """The step units of a version-1 file, which did not record them (see the module docstring)."""
+RULE_NAMES = ("lstm", "mlp")
+"""The short names of the core's rules (``UpdateRule.name``), as command-line options take them."""
 
 _RULES: dict[str, type[UpdateRule]] = {}
+_BY_NAME: dict[str, type[UpdateRule]] = {}
 
 
-def register(rule_type: type[UpdateRule]) -> None:
-    """Make files of ``rule_type.file_format`` loadable (done by ``UpdateRule`` subclassing)."""
-    _RULES[rule_type.file_format] = rule_type
+def register(rule: type[UpdateRule]) -> None:
+    """Make files of ``rule.file_format`` loadable and ``rule.name`` known to :func:`rule_type`
+    (done by ``UpdateRule`` subclassing)."""
+    _RULES[rule.file_format] = rule
+    _BY_NAME[rule.name] = rule
+
+
+def rule_type(name: str) -> type[UpdateRule]:
+    """The rule class of a short name (one of :data:`RULE_NAMES`), e.g. for ``--rule mlp``.
+
+    Raises:
+        L2LError: no rule has that name.
+    """
+    if name not in _BY_NAME:
+        raise L2LError(f"unknown learned-optimizer rule {name!r}: choose one of "
+                       f"{', '.join(sorted(_BY_NAME))}")
+    return _BY_NAME[name]
 
 
 def to_payload(rule: UpdateRule) -> dict[str, Any]:
@@ -93,6 +114,9 @@ def from_payload(payload: Any, *, source: str, expected: type[R], config: Any = 
     """
     fmt = payload.get("format") if isinstance(payload, Mapping) else None
     kind = _RULES.get(fmt) if isinstance(fmt, str) else None
+    if isinstance(fmt, str) and kind is None and fmt.startswith("l2l_gail."):
+        raise L2LError(f"{source} holds a learned rule this l2l_gail does not know ({fmt}): "
+                       "use the l2l_gail that wrote it")
     if kind is None or not issubclass(kind, expected):
         raise L2LError(
             f"{source} is not a learned-optimizer file: pass a file written by a rule's save "
