@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_problems import regression
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -34,14 +35,6 @@ def tensors(seed: int, scale: float = 1.0) -> tuple[dict[str, Tensor], dict[str,
     params = {"w": torch.randn(6, 5, generator=gen), "b": 0.1 * torch.randn(5, generator=gen)}
     grads = {k: scale * torch.randn(v.shape, generator=gen) for k, v in params.items()}
     return params, grads
-
-
-def regression(seed: int) -> tuple[nn.Module, Tensor, Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(64, 4, generator=gen)
-    y = torch.sin(x.sum(1, keepdim=True))
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1)), x, y
 
 
 def adam_reference(grads: list[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),

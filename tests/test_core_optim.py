@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny_problems import regression
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -16,14 +17,6 @@ from l2l_gail.errors import L2LError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "results" / "meta" / "optimizers" / "mnist-mlp-fgsm-eps0.1.pt"
 """A meta-trained phi written by an earlier version (format 1: absolute steps)."""
-
-
-def regression(seed: int) -> tuple[nn.Module, Tensor, Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(64, 4, generator=gen)
-    y = torch.sin(x.sum(1, keepdim=True))
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1)), x, y
 
 
 def in_lr_units() -> LSTMRule:
