@@ -32,7 +32,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from l2l_gail.errors import L2LError
+from l2l_gail.errors import L2LError, exit_status
 from l2l_gail.gail import demos
 from l2l_gail.gail.compare import RESULTS_DIR, compare, output_paths
 from l2l_gail.gail.config import GAILConfig
@@ -76,11 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="--throughput: round-robin repeats (median)")
     parser.add_argument("--rounds", type=int, default=8, help="--throughput: GAIL rounds per measurement")
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except L2LError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return exit_status(lambda: run(args))
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from l2l_gail.errors import L2LError
+from l2l_gail.errors import L2LError, exit_status
 from l2l_gail.runs import atomic_write_text, write_json
 from l2l_gail.sweep import Grid, Variant, run_jobs
 from l2l_gail.sweep.engine import RayPool, SerialPool
@@ -40,11 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=Path("results/sweep/speedup.json"))
     p.add_argument("--force", action="store_true", help="overwrite existing results")
     args = p.parse_args(argv)
-    try:
-        return run(args)
-    except L2LError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return exit_status(lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:

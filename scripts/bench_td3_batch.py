@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from l2l_gail.errors import L2LError
+from l2l_gail.errors import L2LError, exit_status
 from l2l_gail.gail.expert import build_expert, set_threads
 from l2l_gail.gail.tasks import load_task
 from l2l_gail.runs import atomic_write_text, write_json
@@ -39,11 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR, help="where the results go")
     parser.add_argument("--force", action="store_true", help="overwrite existing results")
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except L2LError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return exit_status(lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:
