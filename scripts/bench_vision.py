@@ -61,7 +61,7 @@ class FlopCount(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        count = flop_registry.get(func._overloadpacket)
+        count = flop_registry.get(func._overloadpacket)  # noqa: SLF001 - the key torch's own flop counter uses
         if count is not None:
             self.total += count(*args, **kwargs, out_val=out)
         return out

@@ -19,7 +19,7 @@ import yaml
 
 from l2l_gail.cli import main
 from l2l_gail.errors import L2LError
-from l2l_gail.gail import expert
+from l2l_gail.gail import compat, expert
 from l2l_gail.gail.tasks import ENVS_DIR, load_task_file
 from l2l_gail.runs import RunDir, safe_torch_load
 
@@ -141,8 +141,9 @@ def test_expert_checkpoint_loads_weights_only_and_restores_the_learner(
     fresh: Any = expert.build_expert(task, model.get_env(), 1, None)  # seed 1: other weights
     history = expert.restore_checkpoint(fresh, state)
     assert [h["timesteps"] for h in history] == [256]
-    assert (fresh.num_timesteps, fresh._n_updates, fresh._episode_num) == \
-        (model.num_timesteps, model._n_updates, model._episode_num) and model._n_updates > 0
+    assert (fresh.num_timesteps, compat.n_updates(fresh), compat.episode_num(fresh)) == \
+        (model.num_timesteps, compat.n_updates(model), compat.episode_num(model))
+    assert compat.n_updates(model) > 0
     for name, params in model.get_parameters().items():
         for key, value in params.items():
             restored = fresh.get_parameters()[name][key]
