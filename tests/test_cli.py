@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from l2l_gail.cli import MODES, _Formatter, build_parser, main
+from l2l_gail.cli import MODES, build_parser, main
+from l2l_gail.cli_support import Formatter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +67,7 @@ def test_every_mode_has_commands() -> None:
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_help_explains_every_option_and_shows_its_default(command: str) -> None:
     parser = COMMANDS[command]
-    formatter = _Formatter(command)
+    formatter = Formatter(command)
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
             continue

@@ -1,6 +1,6 @@
 """``l2l sweep MODE ...``: a grid of ``l2l MODE train`` runs, in parallel on a local Ray or a cluster.
 
-:func:`add_arguments` fills the ``sweep`` parser and :func:`run` is its handler; the ``l2l``
+:func:`add` fills the ``sweep`` parser and :func:`run` is its handler; the ``l2l``
 command line only hooks them in, so that its start-up imports nothing of this (nor Ray).
 """
 
@@ -28,8 +28,9 @@ DESCRIPTION = textwrap.fill(
     "  l2l sweep --file sweep.yaml --address auto")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``l2l sweep``; :func:`run` handles them."""
+def add(parser: argparse.ArgumentParser) -> None:
+    """The description and options of ``l2l sweep``; :func:`run` handles them."""
+    parser.description = DESCRIPTION
     parser.add_argument("grid_mode", nargs="?", choices=tuple(MODES), metavar="MODE",
                         help=f"the mode whose train command runs: {', '.join(MODES)} (or `mode:` in --file)")
     parser.add_argument("--file", type=Path, default=None,
