@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from l2l_gail import __version__
 from l2l_gail.cli_support import Formatter
-from l2l_gail.errors import L2LError
+from l2l_gail.errors import exit_status
 
 
 @dataclass(frozen=True)
@@ -80,19 +80,12 @@ def build_parser(modes: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``l2l`` with ``argv``; the exit status (see :func:`~l2l_gail.errors.exit_status`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # The mode is the first word that is not an option (`l2l` itself takes only options).
     parser = build_parser([a for a in argv if not a.startswith("-")][:1])
     args = parser.parse_args(argv)
-    try:
-        result = args.handler(args)
-    except L2LError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept; continue with --resume", file=sys.stderr)
-        return 130
-    return int(result or 0)
+    return exit_status(lambda: args.handler(args))
 
 
 if __name__ == "__main__":
