@@ -174,7 +174,7 @@ def _check_finite(scalars: Mapping[str, float], step: int, run: RunDir) -> None:
 
 def run_metrics(prepared: Prepared, history: list[dict[str, float]], train_seconds: float) -> dict[str, Any]:
     """``metrics.json``: the configuration's key facts, the evaluation series and throughput."""
-    from l2l_gail.gail.compare import series_metrics
+    from l2l_gail.gail.stats import series_metrics
 
     config = prepared.config
     steps = history[-1]["step"] if history else 0
