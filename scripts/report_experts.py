@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from l2l_gail.errors import L2LError
-from l2l_gail.gail import demos
+from l2l_gail.gail import demos, expert_data
 from l2l_gail.gail.tasks import load_task, task_names
 from l2l_gail.runs import DEFAULT_ROOT, atomic_write_text, write_json
 
@@ -97,7 +97,7 @@ def markdown(result: dict[str, Any]) -> str:
              "| best eval | wall h | env steps/s |", "|---|---|---|---:|---|---:|---:|---:|---:|"]
     for name, t in result["tasks"].items():
         s, tr = t["shipped"], t["training"] or {}
-        expert = demos.expert_label(s) if "expert_algo" in s else "not shipped"
+        expert = expert_data.expert_label(s) if "expert_algo" in s else "not shipped"
         ret = f"{s['mean_return']:.1f} +- {s['std_return']:.1f}" if "mean_return" in s else "-"
         lines.append(f"| {name} | {expert} | {ret} | {t['threshold']:.0f} | {t['reference']} "
                      f"| {num(tr.get('steps_to_threshold'), ',')} | {num(tr.get('best_eval_return'), '.0f')} "

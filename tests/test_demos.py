@@ -12,6 +12,7 @@ from imitation.data.types import TrajectoryWithRew
 
 from l2l_gail.errors import L2LError
 from l2l_gail.gail import demos as D
+from l2l_gail.gail import expert_data
 from l2l_gail.gail.tasks import load_task
 
 TASK = "inverted-pendulum"  # observation (4,), action (1,) in [-3, 3]
@@ -250,16 +251,16 @@ def test_write_refuses_collision_and_bad_demos(data_dir: Path) -> None:
 
 
 def test_verify_all_reports_failures(data_dir: Path) -> None:
-    (statuses,) = D.verify_all(data_dir)
+    (statuses,) = expert_data.verify_all(data_dir)
     assert statuses.ok and statuses.task == TASK
     D.demo_path(TASK, data_dir).write_bytes(b"garbage")
-    (statuses,) = D.verify_all(data_dir)
+    (statuses,) = expert_data.verify_all(data_dir)
     assert not statuses.ok and "sha256" in (statuses.error or "")
 
 
 # ----------------------------------------------------------------------------- shipped data
 def test_shipped_demonstrations_verify() -> None:
-    statuses = D.verify_all()
+    statuses = expert_data.verify_all()
     assert TASK in {s.task for s in statuses}, "inverted-pendulum demonstrations must be shipped"
     failures = {s.task: s.error for s in statuses if not s.ok}
     assert not failures

@@ -12,6 +12,7 @@ import pytest
 
 from l2l_gail.cli import main
 from l2l_gail.gail import demos as D
+from l2l_gail.gail import expert_data
 from l2l_gail.gail.tasks import INSTALLED
 
 TASK = "inverted-pendulum"
@@ -42,7 +43,7 @@ def test_collect_writes_a_valid_file(runs_dir: Path, tmp_path: Path,
     assert "below the task's expert threshold 1000" in out
     trajectories = D.load_demos(TASK, tmp_path)
     assert len(trajectories) == 2
-    entry = D.verify(TASK, tmp_path)
+    entry = expert_data.verify(TASK, tmp_path)
     assert (entry["episodes"], entry["seed"], entry["env_id"]) == (2, 5, "InvertedPendulum-v4")
     assert entry["transitions"] == sum(len(t) for t in trajectories)
     assert entry["expert_timesteps"] == 1024 and entry["expert_algo"] == "ppo"
@@ -86,7 +87,7 @@ def test_collect_falls_back_to_the_shipped_policy(runs_dir: Path, tmp_path: Path
     capsys.readouterr()
     assert collect(tmp_path / "no-runs", tmp_path, "--episodes", "1", "--force") == 0
     assert str(tmp_path / "policies" / f"{TASK}.zip") in capsys.readouterr().out
-    assert D.verify(TASK, tmp_path)["episodes"] == 1
+    assert expert_data.verify(TASK, tmp_path)["episodes"] == 1
 
 
 def test_show_prints_the_table(runs_dir: Path, tmp_path: Path,

@@ -122,6 +122,15 @@ def test_resume_reproduces_an_uninterrupted_run(method: str, target: str, tmp_pa
         train(prepared, RunDir(tmp_path / "cut", dataclasses.asdict(prepared.config)), progress=False,
               on_checkpoint=stop)
     assert not (tmp_path / "cut" / "metrics.json").exists()
+    # Resume from the older checkpoint, so that TensorBoard must drop what the interrupted run
+    # logged after it (step 512); for one method that checkpoint is from before tb_step was recorded.
+    checkpoints = RunDir(tmp_path / "cut", dataclasses.asdict(prepared.config), resume=True).checkpoints()
+    assert [p.name for p in checkpoints] == ["step_000000256.pt", "step_000000512.pt"]
+    checkpoints[-1].unlink()
+    if method == "gail-gp":
+        state = torch.load(checkpoints[0], weights_only=True)
+        assert state.pop("tb_step") == 257
+        torch.save(state, checkpoints[0])
     resumed = train(prepared, RunDir(tmp_path / "cut", dataclasses.asdict(prepared.config), resume=True),
                     resume=True, progress=False)
     assert resumed["history"] == whole["history"]

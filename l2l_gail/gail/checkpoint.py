@@ -7,7 +7,9 @@ A checkpoint (``checkpoints/step_<n>.pt``) is one dict of tensors and plain data
   ``rng``, the global torch / numpy / python RNG states (numpy's as a list);
 * ``history`` -- the evaluations so far, ``round`` -- the last finished round,
   ``train_seconds`` -- the wall-clock time spent in rounds so far;
-* ``config`` -- the run's resolved configuration, as in its ``config.yaml``.
+* ``config`` -- the run's resolved configuration, as in its ``config.yaml``;
+* ``tb_step`` -- added by :class:`~l2l_gail.runs.RunLoop`: the first TensorBoard step (in
+  environment steps) the run has not logged at yet, where a resumed run's history continues.
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from l2l_gail.gail.compare import compare, unfinished_note
+    from l2l_gail.gail.compare import compare
+    from l2l_gail.gail.experiment import unfinished_note
 
     methods = [m for m in args.methods.split(",") if m] if args.methods else None
     out = compare(args.experiments, args.output, force=args.force, methods=methods, baseline=args.baseline,

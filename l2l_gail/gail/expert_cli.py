@@ -45,7 +45,7 @@ def _random(args: argparse.Namespace) -> None:
 
 
 def _collect(args: argparse.Namespace) -> None:
-    from l2l_gail.gail import demos
+    from l2l_gail.gail import demos, expert_data
     from l2l_gail.gail.expert import set_threads
     from l2l_gail.gail.tasks import load_task
 
@@ -53,10 +53,10 @@ def _collect(args: argparse.Namespace) -> None:
     data_dir = args.data_dir or demos.writable_data_dir()
     if not args.force:
         demos.refuse_overwrite(task.name, data_dir)  # before any rollout
-    policy = args.policy or demos.default_policy(task.name, args.runs_dir, data_dir)
+    policy = args.policy or expert_data.default_policy(task.name, args.runs_dir, data_dir)
     set_threads(args.threads)
     print(f"rolling out {policy} for {args.episodes} episodes of {task.env_id} (seed {args.seed})")
-    path = demos.collect(task, policy, args.episodes, args.seed, data_dir=data_dir,
+    path = expert_data.collect(task, policy, args.episodes, args.seed, data_dir=data_dir,
                          force=args.force)
     entry = demos.read_manifest(data_dir)["tasks"][task.name]
     print(f"wrote {path}: {entry['episodes']} episodes, {entry['transitions']} transitions, "
@@ -66,10 +66,10 @@ def _collect(args: argparse.Namespace) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from l2l_gail.gail import demos
+    from l2l_gail.gail import demos, expert_data
 
     data_dir = demos.existing_data_dir(args.data_dir or demos.EXPERT_DATA_DIR)
-    table, statuses = demos.status_table(data_dir)
+    table, statuses = expert_data.status_table(data_dir)
     print(table)
     failed = [s for s in statuses if not s.ok]
     for status in failed:

@@ -32,7 +32,6 @@ from imitation.util import networks
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from l2l_gail.errors import L2LError
@@ -41,7 +40,7 @@ from l2l_gail.gail.checkpoint import Progress, checkpoint, restore, save_final
 from l2l_gail.gail.expert import evaluate
 from l2l_gail.gail.factory import Prepared, build
 from l2l_gail.gail.methods import GAILTrainer
-from l2l_gail.runs import RunDir
+from l2l_gail.runs import RunDir, RunLoop
 
 EVAL_SEED_OFFSET = 10_000
 
@@ -113,46 +112,44 @@ def train(prepared: Prepared, run: RunDir, *, resume: bool = False, progress: bo
         round_steps = trainer.gen_train_timesteps
         n_rounds = config.timesteps // round_steps
         done = Progress(history=[])
-        if resume and (state := run.load_latest()) is not None:
-            done = restore(trainer, state)
-        # Events written after the checkpoint we resume from are dropped by TensorBoard.
-        purge = done.next_round * round_steps + 1 if resume else None
-        writer = SummaryWriter(str(run.tb_dir), purge_step=purge)
-        bar = tqdm(total=n_rounds * round_steps, initial=done.next_round * round_steps, unit="step",
-                   desc=f"{config.run_method} seed {config.seed}", disable=not progress, leave=False)
-        try:
-            start_segment(trainer, config.seed, len(done.history))
-            for r in range(done.next_round, n_rounds):
-                seconds = train_round(trainer)
-                done.train_seconds += seconds
-                step = trainer.gen_algo.num_timesteps
-                scalars = round_scalars(trainer)
-                trainer.logger.dump(trainer.global_step)
-                scalars["time/env_steps_per_second"] = round_steps / seconds
-                _check_finite(scalars, step, run)
-                for key, value in scalars.items():
-                    writer.add_scalar(key, value, step)
-                bar.update(round_steps)
-                if not _eval_due(step - round_steps, step, config.eval_every, r == n_rounds - 1):
-                    continue
-                ret, ret_std = evaluate_generator(trainer, prepared)
-                done.history.append({"step": step, "return": ret, "return_std": ret_std,
-                                     "normalized_return": prepared.normalize(ret),
-                                     "disc_acc_expert": scalars.get("disc/disc_acc_expert", math.nan),
-                                     "disc_acc_gen": scalars.get("disc/disc_acc_gen", math.nan)})
-                writer.add_scalar("eval/return", ret, step)
-                writer.add_scalar("eval/normalized_return", prepared.normalize(ret), step)
-                writer.add_scalar("eval/return_std", ret_std, step)
-                writer.flush()
-                bar.set_postfix(ret=f"{ret:.0f}", norm=f"{prepared.normalize(ret):.2f}")
-                done.next_round = r + 1
-                run.save_checkpoint(checkpoint(trainer, done, config), step)
-                if on_checkpoint is not None:
-                    on_checkpoint(step)
+        # TensorBoard's step unit: environment steps, logged at SB3's count of steps done, so a
+        # checkpoint's tb_step is that count plus one (one from before tb_step was recorded ends
+        # after its round)
+        with RunLoop(run, resume=resume,
+                     legacy_tb_step=lambda state: (int(state["round"]) + 1) * round_steps + 1) as loop:
+            if loop.state is not None:
+                done = restore(trainer, loop.state)
+            bar = tqdm(total=n_rounds * round_steps, initial=done.next_round * round_steps, unit="step",
+                       desc=f"{config.run_method} seed {config.seed}", disable=not progress, leave=False)
+            try:
                 start_segment(trainer, config.seed, len(done.history))
-        finally:
-            bar.close()
-            writer.close()
+                for r in range(done.next_round, n_rounds):
+                    seconds = train_round(trainer)
+                    done.train_seconds += seconds
+                    step = trainer.gen_algo.num_timesteps
+                    scalars = round_scalars(trainer)
+                    trainer.logger.dump(trainer.global_step)
+                    scalars["time/env_steps_per_second"] = round_steps / seconds
+                    _check_finite(scalars, step, run)
+                    loop.log(scalars, step)
+                    bar.update(round_steps)
+                    if not _eval_due(step - round_steps, step, config.eval_every, r == n_rounds - 1):
+                        continue
+                    ret, ret_std = evaluate_generator(trainer, prepared)
+                    done.history.append({"step": step, "return": ret, "return_std": ret_std,
+                                         "normalized_return": prepared.normalize(ret),
+                                         "disc_acc_expert": scalars.get("disc/disc_acc_expert", math.nan),
+                                         "disc_acc_gen": scalars.get("disc/disc_acc_gen", math.nan)})
+                    loop.log({"eval/return": ret, "eval/normalized_return": prepared.normalize(ret),
+                              "eval/return_std": ret_std}, step)
+                    bar.set_postfix(ret=f"{ret:.0f}", norm=f"{prepared.normalize(ret):.2f}")
+                    done.next_round = r + 1
+                    loop.checkpoint(checkpoint(trainer, done, config), step, tb_step=step + 1)
+                    if on_checkpoint is not None:
+                        on_checkpoint(step)
+                    start_segment(trainer, config.seed, len(done.history))
+            finally:
+                bar.close()
         save_final(trainer, run)
     metrics = run_metrics(prepared, done.history, done.train_seconds)
     run.write_metrics(metrics)
@@ -174,7 +171,7 @@ def _check_finite(scalars: Mapping[str, float], step: int, run: RunDir) -> None:
 
 def run_metrics(prepared: Prepared, history: list[dict[str, float]], train_seconds: float) -> dict[str, Any]:
     """``metrics.json``: the configuration's key facts, the evaluation series and throughput."""
-    from l2l_gail.gail.compare import series_metrics
+    from l2l_gail.gail.stats import series_metrics
 
     config = prepared.config
     steps = history[-1]["step"] if history else 0
