@@ -258,6 +258,7 @@ class RunLoop:
     def __init__(self, run: RunDir, *, resume: bool,
                  legacy_tb_step: Callable[[Mapping[str, Any]], int] | None = None) -> None:
         self.run = run
+        self.resume = resume
         self.state = run.load_latest() if resume else None
         """The checkpoint to resume from, or None for a fresh start."""
         self.tb_step = 0
@@ -271,8 +272,9 @@ class RunLoop:
         # tensorboard is slow to import: only when a run starts
         from torch.utils.tensorboard import SummaryWriter
 
-        self._writer = SummaryWriter(str(self.run.tb_dir),
-                                     purge_step=self.tb_step if self.state is not None else None)
+        # A resume with no checkpoint yet (interrupted before the first) restarts from step 0:
+        # purge from 0 drops what the interrupted start logged.
+        self._writer = SummaryWriter(str(self.run.tb_dir), purge_step=self.tb_step if self.resume else None)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
