@@ -16,7 +16,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from l2l_gail.cli import main
-from l2l_gail.core import LSTMRule
+from l2l_gail.core import LSTMRule, MLPRule, MLPRuleConfig, rule_type
 from l2l_gail.gail.config import GAILConfig
 from l2l_gail.gail.factory import prepare
 from l2l_gail.gail.loop import train
@@ -90,6 +90,18 @@ def test_l2l_gail_trains_phi(tmp_path: Path) -> None:
     assert {"gen/train/l2l_meta_loss", "l2l/meta_loss"} <= scalar_tags(run)
 
 
+def test_l2l_gail_trains_an_mlp_rule_phi(tmp_path: Path) -> None:
+    """--l2l-rule mlp: phi starts as the MLP rule's exact Adam clone and moves away from it."""
+    assert main(["gail", "train", "--task", TASK, "--method", "l2l-gail", "--l2l-target", "both",
+                 "--l2l-rule", "mlp", "--experiment", "phi", "--runs-dir", str(tmp_path),
+                 "--l2l-meta-lr", "1e-2", *TINY]) == 0
+    run = tmp_path / "gail" / "phi" / "l2l-gail-both" / "seed0"
+    start = MLPRule.adam_clone(MLPRuleConfig(step_mult=1.0)).state_dict()
+    for target in ("discriminator", "policy"):
+        trained = MLPRule.load(run / f"phi_{target}.pt").state_dict()
+        assert max(float((trained[k] - start[k]).abs().max()) for k in start) > 0, target
+
+
 def test_l2l_init_loads_phi(tmp_path: Path) -> None:
     phi = tmp_path / "phi.pt"
     adam_clone()[0].save(phi)
@@ -103,10 +115,13 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize(("method", "target"), [("gail-gp", "discriminator"), ("l2l-gail", "both")])
-def test_resume_reproduces_an_uninterrupted_run(method: str, target: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("method", "target", "rule"), [("gail-gp", "discriminator", "lstm"),
+                                                        ("l2l-gail", "both", "lstm"),
+                                                        ("l2l-gail", "both", "mlp")])
+def test_resume_reproduces_an_uninterrupted_run(method: str, target: str, rule: str,
+                                                tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    config = GAILConfig(task=TASK, method=method, l2l_target=target, seed=3, timesteps=768,
+    config = GAILConfig(task=TASK, method=method, l2l_target=target, l2l_rule=rule, seed=3, timesteps=768,
                         eval_every=256, eval_episodes=1, n_envs=2, demo_batch_size=64,
                         gen_replay_buffer_capacity=256, n_disc_updates_per_round=2,
                         ppo={"n_steps": 128, "batch_size": 64})
@@ -141,6 +156,6 @@ def test_resume_reproduces_an_uninterrupted_run(method: str, target: str, tmp_pa
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     if method == "l2l-gail":
         for target_name in ("discriminator", "policy"):
-            a = LSTMRule.load(tmp_path / "whole" / f"phi_{target_name}.pt").state_dict()
-            b = LSTMRule.load(tmp_path / "cut" / f"phi_{target_name}.pt").state_dict()
+            a = rule_type(rule).load(tmp_path / "whole" / f"phi_{target_name}.pt").state_dict()
+            b = rule_type(rule).load(tmp_path / "cut" / f"phi_{target_name}.pt").state_dict()
             assert all(torch.equal(a[k], b[k]) for k in a)

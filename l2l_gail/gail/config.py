@@ -28,9 +28,15 @@ from l2l_gail.gail.tasks import TaskSpec, check_kwargs
 Method = Literal["gail", "gail-gp", "l2l-gail"]
 L2LTarget = Literal["discriminator", "policy", "both"]
 MetaObjective = Literal["heldout", "heldout-gp"]
+L2LRule = Literal["lstm", "mlp"]
 METHODS: tuple[Method, ...] = typing.get_args(Method)
 L2L_TARGETS: tuple[L2LTarget, ...] = typing.get_args(L2LTarget)
 META_OBJECTIVES: tuple[MetaObjective, ...] = typing.get_args(MetaObjective)
+L2L_RULES: tuple[L2LRule, ...] = typing.get_args(L2LRule)
+OMITTED_AT: dict[str, Any] = {"l2l_rule": "lstm"}
+"""Options added after the first runs, with the value those runs had: ``config.yaml`` leaves an
+option out at that value, so an older run's file, which lacks the key, compares equal on
+``--resume``."""
 PPO_N_STEPS = 2048
 """stable-baselines3's default ``n_steps``, for a task file whose ``gail.ppo`` leaves it out."""
 
@@ -77,8 +83,12 @@ class GAILConfig:
     """gradient-penalty weight of gail-gp (default: the task file's gail.gp_coef)"""
     l2l_target: str = "discriminator"
     """l2l-gail: what the learned optimizer steps: discriminator, policy or both"""
+    l2l_rule: str = "lstm"
+    """l2l-gail: the learned update rule: lstm (coordinatewise LSTM, 1606.04474) or mlp
+    (per-parameter MLP over Adam-like features, 1810.10180); each starts as Adam's clone"""
     l2l_init: str | None = None
-    """l2l-gail: start phi from this file, a phi_*.pt of an earlier run (default: the Adam clone)"""
+    """l2l-gail: start phi from this file, a phi_*.pt of an earlier run, whichever rule it holds
+    (default: the Adam clone of --l2l-rule)"""
     l2l_meta_lr: float = 1e-3
     """l2l-gail: Adam learning rate on phi (online look-ahead)"""
     l2l_meta_every: int = 1
@@ -133,6 +143,7 @@ class ResolvedGAILConfig:
     disc_lr: float
     gp_coef: float
     l2l_target: L2LTarget
+    l2l_rule: L2LRule
     l2l_init: str | None
     l2l_meta_lr: float
     l2l_meta_every: int
@@ -142,8 +153,10 @@ class ResolvedGAILConfig:
     label: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        """The run's ``config.yaml`` (and the ``config`` of its checkpoints)."""
-        return dataclasses.asdict(self)
+        """The run's ``config.yaml`` (and the ``config`` of its checkpoints), without the options
+        of :data:`OMITTED_AT` at their value."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if not (k in OMITTED_AT and v == OMITTED_AT[k])}
 
     @property
     def run_method(self) -> str:
@@ -206,6 +219,7 @@ def _resolve(values: Mapping[str, Any]) -> ResolvedGAILConfig:
     method = _choice(values["method"], METHODS, "method")
     objective = _choice(values["l2l_objective"], META_OBJECTIVES, "--l2l-objective")
     target = _choice(values["l2l_target"], L2L_TARGETS, "--l2l-target")
+    rule = _choice(values["l2l_rule"], L2L_RULES, "--l2l-rule")
     label = values["label"]
     if label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label):
         raise L2LError(f"--label {label!r} must be a directory name: letters, digits, '.', '_', '-'")
@@ -238,7 +252,8 @@ def _resolve(values: Mapping[str, Any]) -> ResolvedGAILConfig:
         eval_episodes=count["eval_episodes"], n_envs=count["n_envs"],
         demo_batch_size=count["demo_batch_size"], gen_replay_buffer_capacity=capacity,
         n_disc_updates_per_round=count["n_disc_updates_per_round"], disc_lr=rate["disc_lr"],
-        gp_coef=rate["gp_coef"], l2l_target=target, l2l_init=l2l_init, l2l_meta_lr=rate["l2l_meta_lr"],
+        gp_coef=rate["gp_coef"], l2l_target=target, l2l_rule=rule, l2l_init=l2l_init,
+        l2l_meta_lr=rate["l2l_meta_lr"],
         l2l_meta_every=count["l2l_meta_every"], l2l_objective=objective, l2l_max_step=max_step,
         ppo=ppo, label=label)
 

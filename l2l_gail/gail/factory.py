@@ -18,7 +18,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from l2l_gail.core import LSTMRule, LSTMRuleConfig
+from l2l_gail.core import LSTMRuleConfig, MLPRule, MLPRuleConfig, UpdateRule
 from l2l_gail.errors import L2LError
 from l2l_gail.gail import demos as demo_files
 from l2l_gail.gail.config import GAILConfig, ResolvedGAILConfig
@@ -64,14 +64,18 @@ def prepare(config: GAILConfig, data_dir: Path | None = None) -> Prepared:
     return Prepared(resolved, task, transitions, expert_return)
 
 
-def initial_phi(config: ResolvedGAILConfig) -> LSTMRule:
-    """``phi`` at the start of a run: ``--l2l-init`` if given, else the Adam clone."""
+def initial_phi(config: ResolvedGAILConfig) -> UpdateRule:
+    """``phi`` at the start of a run: ``--l2l-init`` if given (any rule), else the Adam clone of
+    ``--l2l-rule`` (the LSTM's fitted, :mod:`~l2l_gail.gail.phi_init`; the MLP rule's exact by
+    construction, :meth:`~l2l_gail.core.MLPRule.adam_clone`), both in units of lr."""
     if config.l2l_init is not None:
-        learned = LSTMRule.load(config.l2l_init)
+        learned = UpdateRule.load(config.l2l_init)
         learned.step_units = "lr"  # the trainers scale its steps by lr, so the phi they save is in lr
         return learned
-    learned, _ = adam_clone(lstm=LSTMRuleConfig(output_scale=1.0, max_step=config.l2l_max_step))
-    return learned
+    if config.l2l_rule == "mlp":
+        return MLPRule.adam_clone(MLPRuleConfig(step_mult=1.0, max_step=config.l2l_max_step))
+    lstm, _ = adam_clone(lstm=LSTMRuleConfig(output_scale=1.0, max_step=config.l2l_max_step))
+    return lstm
 
 
 def build(prepared: Prepared, log_dir: Path) -> GAILTrainer:

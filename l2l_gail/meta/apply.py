@@ -20,9 +20,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from l2l_gail.core import LearnedOptimizer, LSTMRule
+from l2l_gail.core import LearnedOptimizer, UpdateRule
 from l2l_gail.errors import L2LError
-from l2l_gail.meta.optimizees import DEFAULT_MAX_PARAMS, OPTIMIZEES, build_optimizee, check_servable
+from l2l_gail.meta.optimizees import (
+    ACTIVATIONS,
+    DEFAULT_MAX_PARAMS,
+    OPTIMIZEES,
+    build_optimizee,
+    check_servable,
+)
 from l2l_gail.meta.train import load_data
 from l2l_gail.robust.attacks import build_attack
 from l2l_gail.robust.data import ImageData, batches, check_dataset, resolve_eps
@@ -51,6 +57,9 @@ class ApplyConfig:
     width: int | None = None
     """MLP hidden units or the vision model's width (default: 20 for the MLP, the vision model's own
     default otherwise)"""
+    activation: str = "relu"
+    """hidden activation of the mlp: relu with Xavier init (2008.05247's code) or sigmoid with
+    PyTorch's default init (this library's before issue 15)"""
     epochs: int = 5
     """passes of the learned optimizer over the clean training set"""
     batch_size: int = 128
@@ -80,6 +89,8 @@ class ApplyConfig:
             raise L2LError("--optimizer is required: a file written by `l2l meta train`")
         if self.model not in OPTIMIZEES:
             raise L2LError(f"unknown model {self.model!r}; choose one of {', '.join(OPTIMIZEES)}")
+        if self.activation not in ACTIVATIONS:
+            raise L2LError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         check_numbers(self, at_least_one=("train_size", "width", "epochs", "batch_size", "eval_subset",
                                           "max_params"))
         if self.autoattack_version not in ("standard", "fast"):
@@ -125,9 +136,10 @@ def evaluate_model(model: nn.Module, data: ImageData, *, eps: float, attacks: st
     return evaluate(model, data.test_x[:n], data.test_y[:n], built)
 
 
-def load_learned(path: str | Path) -> LSTMRule:
-    """A frozen learned optimizer from ``path`` (errors name the file and say what to do)."""
-    learned = LSTMRule.load(path)
+def load_learned(path: str | Path) -> UpdateRule:
+    """The frozen learned optimizer of ``path``, whichever rule it holds (errors name the file and
+    say what to do)."""
+    learned = UpdateRule.load(path)
     learned.requires_grad_(False)
     return learned.eval()
 
@@ -142,8 +154,8 @@ def apply(config: ApplyConfig, run: RunDir) -> dict[str, Any]:
     learned = load_learned(config.optimizer)
     data = load_data(config.dataset, config.data_dir, config.train_size, config.seed)
     torch.manual_seed(config.seed)
-    model = build_optimizee(config.model, data.shape, data.num_classes, config.width)
-    n_params = check_servable(model, learned.config, config.max_params)
+    model = build_optimizee(config.model, data.shape, data.num_classes, config.width, config.activation)
+    n_params = check_servable(model, learned, config.max_params)
     result = fit(model, data, LearnedOptimizer(model.parameters(), learned=learned), epochs=config.epochs,
                  batch_size=config.batch_size, seed=config.seed)
     blob = {"format": "l2l_gail.meta-apply/1", "model": model.state_dict(),
@@ -155,6 +167,7 @@ def apply(config: ApplyConfig, run: RunDir) -> dict[str, Any]:
     metrics = {"dataset": config.dataset, "model": config.model, "params": n_params,
                "train_size": len(data.train_y), "epochs": config.epochs, "eps": config.resolved_eps(),
                "train_seconds": result.train_seconds, "final_train_loss": result.final_loss,
+               "rule": learned.name,
                "optimizer_config": learned.config.to_dict(), **scores}
     run.write_metrics(metrics)
     return metrics

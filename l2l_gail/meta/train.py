@@ -1,17 +1,18 @@
 """Meta-training of the robust learned optimizer (Serban et al., arXiv 2008.05247).
 
-The coordinatewise LSTM update rule of :mod:`l2l_gail.core.lstm_rule` (Andrychowicz et al.,
-arXiv 1606.04474) is trained on *adversarial* mistakes: each episode samples a fresh optimizee,
-which the learned optimizer trains for ``episode_steps`` steps, split into truncations of
-``unroll`` steps (truncated back-propagation through time). At every step an attack (FGSM or
-PGD) against the optimizee's *current* parameters turns the clean batch into an adversarial one;
-the meta-loss of a truncation is the sum of the optimizee's adversarial losses after each learned
-update plus ``clean_weight`` times its clean loss on a fresh batch at the end, and one Adam step
-(lr 1e-2) on ``phi`` follows, first-order by default.
+A learned update rule -- the coordinatewise LSTM of :mod:`l2l_gail.core.lstm_rule` (Andrychowicz et
+al., arXiv 1606.04474), as in the paper, or the per-parameter MLP of :mod:`l2l_gail.core.mlp_rule`
+(``rule="mlp"``) -- is trained on *adversarial* mistakes: each episode samples a fresh optimizee,
+which the learned optimizer trains for ``episode_steps`` steps, split into truncations of ``unroll``
+steps (truncated back-propagation through time). At every step an attack (FGSM or PGD) against the
+optimizee's *current* parameters turns the clean batch into an adversarial one; the meta-loss of a
+truncation is the sum of the optimizee's adversarial losses after each learned update plus
+``clean_weight`` times its clean loss on a fresh batch at the end, and one Adam step on ``phi``
+follows (``meta_lr``, see its field), first-order by default.
 
-Which batch the LSTM *reads* its gradients from is a choice (``gradient``): ``adversarial``
+Which batch the rule *reads* its gradients from is a choice (``gradient``): ``adversarial``
 (the paper: the optimizee is adversarially trained by the learned optimizer during
-meta-training) or ``clean`` (the LSTM only ever sees clean gradients -- exactly what it sees
+meta-training) or ``clean`` (the rule only ever sees clean gradients -- exactly what it sees
 at transfer time -- and is rewarded for steps that lower the adversarial loss). The attack
 itself is a fixed data transform: its examples are computed from detached parameters, so
 the meta-gradient does not differentiate through the attack.
@@ -21,6 +22,10 @@ descended well for ten episodes, then (once the eps ramp reached full eps) fell 
 robust point -- uniform outputs, adversarial loss ln 10 -- and never left it. So ``optimizer.pt``
 is the ``phi`` after the full-eps episode with the lowest mean meta-loss (model selection on the
 meta-training objective itself, no test data), and ``optimizer-last.pt`` the final one.
+
+``config.yaml`` records every option, except the options added since the first runs when they
+keep those runs' behaviour (:data:`OMITTED_AT`): a key absent from an older run's file means that
+behaviour, so ``--resume`` of such a run still compares equal.
 
 TensorBoard's x-axis is the meta-step of ``phi`` (one per truncation). Checkpoints are written
 at episode boundaries; each episode's optimizee, batches and attack
@@ -42,9 +47,26 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from l2l_gail.core import LSTMRule, LSTMRuleConfig, Params, StepLoss, meta_step, trainable_params, unroll
+from l2l_gail.core import (
+    RULE_NAMES,
+    LSTMRuleConfig,
+    MLPRuleConfig,
+    Params,
+    StepLoss,
+    UpdateRule,
+    meta_step,
+    rule_type,
+    trainable_params,
+    unroll,
+)
 from l2l_gail.errors import L2LError
-from l2l_gail.meta.optimizees import DEFAULT_MAX_PARAMS, OPTIMIZEES, build_optimizee, check_servable
+from l2l_gail.meta.optimizees import (
+    ACTIVATIONS,
+    DEFAULT_MAX_PARAMS,
+    OPTIMIZEES,
+    build_optimizee,
+    check_servable,
+)
 from l2l_gail.robust.attacks import FGSM, PGD, Attack
 from l2l_gail.robust.data import ImageData, batches, check_dataset, load_dataset, resolve_eps, to_float
 from l2l_gail.robust.models import eval_mode
@@ -53,6 +75,14 @@ from l2l_gail.runs import RunDir, RunLoop
 
 GRADIENT_SOURCES = ("adversarial", "clean")
 TRAIN_ATTACKS = ("fgsm", "pgd")
+LSTM_OPTIONS = ("hidden_size", "num_layers", "output_scale", "preprocess_p")
+"""The :class:`MetaConfig` fields that shape only the LSTM rule."""
+OMITTED_AT: dict[str, Any] = {"rule": "lstm", "activation": "sigmoid", "max_step": None,
+                              "sign_symmetric": False}
+"""Options added after the first meta runs, with the value those runs had: ``config.yaml`` leaves
+an option out at that value (:func:`config_dict`), so an older run's file, which lacks the key,
+compares equal on ``--resume`` -- and a run started since with ReLU optimizees (the default now)
+does not resume one that had sigmoid ones."""
 
 
 @dataclass
@@ -67,10 +97,14 @@ class MetaConfig:
     train_size: int | None = None
     """meta-train on a fixed random subset of this many training images (default: all of them)"""
     model: str = "mlp"
-    """optimizee family: mlp (784-20-10, sigmoid, as in 2008.05247's code) or a vision model (small-cnn)"""
+    """optimizee family: mlp (784-20-10, see --activation) or a vision model (small-cnn)"""
     width: int | None = None
     """optimizee width: MLP hidden units or the vision model's width (default: 20 for the MLP, the
     vision model's own default otherwise)"""
+    activation: str = "relu"
+    """hidden activation of the mlp optimizee: relu with Xavier init (2008.05247's code) or sigmoid
+    with PyTorch's default init (this library's before issue 15; what a run whose config.yaml has
+    no activation used)"""
     eps: float | None = None
     """L-inf radius of the training attack, in pixel units (default: the data set's standard: 0.3 for mnist
     and mnist-5k, 0.1 for fashion-mnist, 8/255 for cifar10, cifar100 and synthetic)"""
@@ -83,7 +117,7 @@ class MetaConfig:
     attack_steps: int = 7
     """PGD steps when --attack pgd (step size 2.5 * eps / steps)"""
     gradient: str = "adversarial"
-    """which batch the LSTM reads gradients from: adversarial (2008.05247) or clean (as at transfer)"""
+    """which batch the rule reads gradients from: adversarial (2008.05247) or clean (as at transfer)"""
     batch_size: int = 128
     """training images per optimizee step (the adversarial batch is made from them)"""
     unroll: int = 20
@@ -93,17 +127,27 @@ class MetaConfig:
     episodes: int = 20
     """number of fresh optimizees (meta-training length)"""
     meta_lr: float = 1e-2
-    """Adam learning rate on phi (1e-2 in 2008.05247 and 1606.04474)"""
+    """Adam learning rate on phi. 1e-2 is this library's default, chosen for short meta-training
+    runs (20 episodes); 1606.04474's code uses 1e-3"""
     clean_weight: float = 1.0
     """weight of the final clean-batch loss added to the summed adversarial losses of an unroll"""
+    rule: str = "lstm"
+    """the learned update rule: lstm (the coordinatewise LSTM of 1606.04474 and 2008.05247) or mlp
+    (a per-parameter MLP over Adam-like features, 1810.10180; its own default shape)"""
     hidden_size: int = 20
-    """LSTM units per layer"""
+    """lstm rule: units per layer"""
     num_layers: int = 2
-    """LSTM layers"""
-    output_scale: float = 0.1
-    """factor on the LSTM's output (the initial step scale)"""
+    """lstm rule: layers"""
+    output_scale: float = 0.01
+    """lstm rule: factor on the output (the initial step scale; 0.01 as in 1606.04474's MNIST
+    configuration and 2008.05247's code)"""
     preprocess_p: float = 10.0
-    """cut-off exponent of the log/sign gradient preprocessing"""
+    """lstm rule: cut-off exponent of the log/sign gradient preprocessing"""
+    max_step: float | None = None
+    """bound each coordinate's step to max_step * tanh(step / max_step) (default: no bound)"""
+    sign_symmetric: bool = False
+    """make the step odd in the gradient history, step(-g) = -step(g), so a step that ignores the
+    gradient (the drift mode of collapsed rules) cannot be learned"""
     max_grad_norm: float = 1.0
     """clipping of the meta-gradient"""
     second_order: bool = False
@@ -114,9 +158,17 @@ class MetaConfig:
     """largest optimizee (trainable parameters) the learned optimizer is allowed to serve"""
     seed: int = 0
 
-    def optimizer_config(self) -> LSTMRuleConfig:
+    def optimizer_config(self) -> LSTMRuleConfig | MLPRuleConfig:
+        """The configuration of the rule ``rule`` names (the MLP rule's in absolute steps)."""
+        if self.rule == "mlp":
+            return MLPRuleConfig(max_step=self.max_step, sign_symmetric=self.sign_symmetric)
         return LSTMRuleConfig(hidden_size=self.hidden_size, num_layers=self.num_layers,
-                              preprocess_p=self.preprocess_p, output_scale=self.output_scale)
+                              preprocess_p=self.preprocess_p, output_scale=self.output_scale,
+                              max_step=self.max_step, sign_symmetric=self.sign_symmetric)
+
+    def build_rule(self) -> UpdateRule:
+        """A fresh rule of this configuration, in absolute steps (what meta-training trains)."""
+        return rule_type(self.rule)(self.optimizer_config())
 
     def resolved_eps(self) -> float:
         """``eps``, or the data set's standard radius when it is unset."""
@@ -130,6 +182,16 @@ class MetaConfig:
             raise L2LError(f"unknown model {self.model!r}; choose one of {', '.join(OPTIMIZEES)}")
         if self.attack not in TRAIN_ATTACKS:
             raise L2LError(f"--attack must be one of {', '.join(TRAIN_ATTACKS)}, got {self.attack!r}")
+        if self.activation not in ACTIVATIONS:
+            raise L2LError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.rule not in RULE_NAMES:
+            raise L2LError(f"--rule must be one of {', '.join(RULE_NAMES)}, got {self.rule!r}")
+        if self.rule != "lstm":
+            defaults = MetaConfig()
+            changed = [k for k in LSTM_OPTIONS if getattr(self, k) != getattr(defaults, k)]
+            if changed:
+                raise L2LError(f"{', '.join('--' + k.replace('_', '-') for k in changed)} shape(s) the "
+                               f"lstm rule only: drop it with --rule {self.rule}")
         if self.gradient not in GRADIENT_SOURCES:
             raise L2LError(f"--gradient must be one of {', '.join(GRADIENT_SOURCES)}, got {self.gradient!r}")
         check_numbers(self, at_least_one=("train_size", "width", "batch_size", "unroll", "episode_steps",
@@ -138,7 +200,7 @@ class MetaConfig:
         if self.episode_steps % self.unroll:
             raise L2LError(f"--episode-steps ({self.episode_steps}) must be a multiple of --unroll "
                            f"({self.unroll})")
-        self.optimizer_config()  # raises on a bad LSTM shape
+        self.optimizer_config()  # raises on a bad rule configuration
 
 
 def load_data(dataset: str, data_dir: str | None, train_size: int | None, seed: int = 0) -> ImageData:
@@ -215,7 +277,7 @@ def meta_train(config: MetaConfig, run: RunDir, *, resume: bool = False,
     pick = torch.randperm(len(data.test_y), generator=torch.Generator().manual_seed(config.seed))
     eval_x = to_float(data.test_x[pick[: config.eval_size]])
     eval_y = data.test_y[pick[: config.eval_size]]
-    learned = LSTMRule(config.optimizer_config())
+    learned = config.build_rule()
     meta_opt = torch.optim.Adam(learned.parameters(), lr=config.meta_lr)
     attack = build_train_attack(config)
     history: list[dict[str, float]] = []
@@ -259,14 +321,14 @@ def meta_train(config: MetaConfig, run: RunDir, *, resume: bool = False,
     return metrics
 
 
-def _episode(config: MetaConfig, data: ImageData, learned: LSTMRule, meta_opt: torch.optim.Optimizer,
+def _episode(config: MetaConfig, data: ImageData, learned: UpdateRule, meta_opt: torch.optim.Optimizer,
              attack: Attack, eval_attack: Attack, episode: int, eval_x: Tensor, eval_y: Tensor,
              loop: RunLoop) -> dict[str, float]:
     """Train one fresh optimizee for ``episode_steps`` learned steps, meta-stepping every ``unroll``."""
     torch.manual_seed(_episode_seed(config.seed, episode))  # optimizee init and attack noise
     gen = torch.Generator().manual_seed(_episode_seed(config.seed, episode))
-    module = build_optimizee(config.model, data.shape, data.num_classes, config.width)
-    check_servable(module, learned.config, config.max_params)
+    module = build_optimizee(config.model, data.shape, data.num_classes, config.width, config.activation)
+    check_servable(module, learned, config.max_params)
     stream = batch_stream(data, config.batch_size, gen)
     truncation = {"start": 0}
 
@@ -309,5 +371,8 @@ def _episode(config: MetaConfig, data: ImageData, learned: LSTMRule, meta_opt: t
 
 
 def config_dict(config: MetaConfig) -> dict[str, Any]:
-    """The configuration as plain data, for ``config.yaml``, with the eps the run uses."""
-    return {**dataclasses.asdict(config), "eps": config.resolved_eps()}
+    """The configuration as plain data, for ``config.yaml``, with the eps the run uses; the options
+    of :data:`OMITTED_AT` are left out at the value a run that predates them had."""
+    values = {k: v for k, v in dataclasses.asdict(config).items()
+              if not (k in OMITTED_AT and v == OMITTED_AT[k])}
+    return {**values, "eps": config.resolved_eps()}
