@@ -46,11 +46,12 @@ def test_meta_trained_rule_lowers_a_fresh_optimizees_loss(tmp_path: Path) -> Non
     m = meta_train(config, RunDir(tmp_path / "run", config_dict(config)), progress=False)
     learned = LSTMRule.load(tmp_path / "run" / "optimizer.pt")
     assert learned.config == config.optimizer_config()
-    # A fresh rule (zero head) makes no step, so its ratio would be 1. Nine episodes do not always
-    # teach a good rule: in some seeds the LSTM only learns a gradient-independent drift (the
-    # degenerate mode of the meta issue) that lowers the loss by ~2.5%. Ratio (trained / fresh)
-    # measured over meta-training seeds 0-9 x ATEN_CPU_CAPABILITY default/avx2/avx512, one thread:
-    # 0.73-0.975 (the drift-only seeds at 0.974-0.975).
+    # A fresh rule (zero head) makes no step, so its ratio would be 1. With the faithful defaults
+    # (ReLU/Xavier optimizee, output scale 0.01) nine episodes teach only a gradient-independent
+    # drift (the degenerate mode of issue 15; the head's bias reaches ~0.14): phi differs from seed
+    # to seed, yet the ratio (trained / fresh) is 0.9862 for meta-training seeds 0-9 x
+    # ATEN_CPU_CAPABILITY default/avx2/avx512, one thread. So this checks only that training moved
+    # phi somewhere useful, not that it learned a gradient-dependent rule.
     data = load_data("mnist-5k", None, 640)
     ratio = _loss_after_training(learned, data) / _loss_after_training(LSTMRule(learned.config), data)
     assert ratio < 1.0, ratio
