@@ -49,8 +49,11 @@ def adam_like_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _apply(tmp_path: Path, optimizer: Path, **overrides: object) -> dict:
+    # The sigmoid optimizee: the accuracy margins below were measured on it. The ReLU/Xavier default
+    # with this Adam-like rule reaches 0.86 on one ISA and > 0.9 on another at 4 epochs: not a margin.
     values: dict[str, object] = {"optimizer": str(optimizer), "dataset": "synthetic", "epochs": 2,
-                                 "batch_size": 32, "attacks": "", "eval_subset": 256, "seed": 3}
+                                 "batch_size": 32, "attacks": "", "eval_subset": 256, "seed": 3,
+                                 "activation": "sigmoid"}
     values.update(overrides)
     config = ApplyConfig(**values)  # type: ignore[arg-type]
     return apply(config, RunDir(tmp_path / "apply", {"optimizer": str(optimizer)}))
@@ -65,7 +68,7 @@ def test_apply_trains_exactly_with_the_saved_rule(tmp_path: Path, adam_like_file
     # the model apply() trained is the one the in-memory rule trains, step for step
     data = synthetic((1, 28, 28))
     torch.manual_seed(0)
-    model = MLP(784, 10, 20)
+    model = MLP(784, 10, 20, "sigmoid")
     fit(model, data, LearnedOptimizer(model.parameters(), learned=LSTMRule.load(adam_like_file)),
         epochs=4, batch_size=32, seed=0)
     saved = torch.load(tmp_path / "apply" / "model.pt", weights_only=True)
