@@ -27,10 +27,8 @@ demo-vision: $(STAMP)
 	  || { echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist'"; exit 1; }
 	$(PY) scripts/demo_vision.py
 
-# Tests marked `isolated` run in a pytest process of their own, after the rest.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not isolated"
-	$(PY) -m pytest -q -m isolated
+	$(PY) -m pytest -q
 
 # ruff, and mypy on the package (its configuration is in pyproject.toml).
 lint: $(STAMP)

@@ -275,10 +275,6 @@ def _listening_addresses(pids) -> set[str]:
 LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
 
 
-# Isolated: in the full suite of a fresh clone this sweep twice ignored the interrupt for 300 s, while
-# it stops in ~10 s alone, in this file's run and in the full suite of the development venv; the
-# interaction is not yet understood, so the test runs in a pytest process of its own.
-@pytest.mark.isolated
 @pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads processes and sockets from /proc")
 def test_ctrl_c_stops_the_sweep_leaves_runs_resumable_and_no_process(tmp_path):
     runs = tmp_path / "runs"
