@@ -80,14 +80,19 @@ def add_commands(mode: argparse.ArgumentParser) -> argparse._SubParsersAction:
     return mode.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
 
+def add_runs_dir(parser: argparse.ArgumentParser) -> None:
+    """``--runs-dir``: the root of the run directories a command writes or reads."""
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="root of all run directories (default: $L2L_RUNS or ./runs)")
+
+
 def add_run_options(parser: argparse.ArgumentParser, default_name: str) -> None:
     """``--name`` (``default_name`` describes its default), ``--runs-dir``, ``--resume``, ``--seed``
     and ``--no-progress``: the options of every command that writes a run directory."""
     parser.add_argument("--name", default=None,
                         help="run name: results go to RUNS_DIR/<mode>/<name>/ (refused if it exists; "
                         f"default: {default_name})")
-    parser.add_argument("--runs-dir", type=Path, default=None,
-                        help="root of all run directories (default: $L2L_RUNS or ./runs)")
+    add_runs_dir(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in RUNS_DIR/<mode>/<name>/ from its last checkpoint")
     parser.add_argument("--seed", type=int, default=0, help="random seed")

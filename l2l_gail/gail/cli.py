@@ -17,6 +17,7 @@ from l2l_gail.cli_support import (
     add_command,
     add_commands,
     add_dataclass_options,
+    add_runs_dir,
     dataclass_from_args,
 )
 from l2l_gail.errors import L2LError
@@ -109,8 +110,7 @@ def add(mode: argparse.ArgumentParser) -> None:
                        help="override one PPO hyper-parameter of the task file's gail.ppo, e.g. "
                        "learning_rate=1e-4 or net_arch=[64,64] (repeatable; default: none)")
     train.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)
-    train.add_argument("--runs-dir", type=Path, default=None,
-                       help="root of all run directories (default: $L2L_RUNS or ./runs)")
+    add_runs_dir(train)
     train.add_argument("--resume", action="store_true",
                        help="continue every seed's run from its last checkpoint")
     train.add_argument("--threads", type=int, default=1, help="torch threads")

@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from l2l_gail.cli_support import DATA_HELP, TASK_HELP, add_command, add_commands, add_run_options
+from l2l_gail.cli_support import (
+    DATA_HELP,
+    TASK_HELP,
+    add_command,
+    add_commands,
+    add_run_options,
+    add_runs_dir,
+)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -108,8 +115,7 @@ def add(mode: argparse.ArgumentParser) -> None:
     col.add_argument("--policy", type=Path, default=None,
                      help="expert policy zip (default: RUNS_DIR/expert/<task>/checkpoints/"
                      "best_model.zip, else model.zip there, else <data dir>/policies/<task>.zip)")
-    col.add_argument("--runs-dir", type=Path, default=None,
-                     help="root of all run directories (default: $L2L_RUNS or ./runs)")
+    add_runs_dir(col)
     col.add_argument("--data-dir", type=Path, default=None,
                      help="demonstrations directory to write (default: $L2L_EXPERT_DATA, else "
                      "expert_data/ of the source checkout)")

@@ -11,6 +11,7 @@ import os
 import textwrap
 from pathlib import Path
 
+from l2l_gail.cli_support import add_runs_dir
 from l2l_gail.errors import L2LError
 from l2l_gail.sweep.engine import SweepResult, run_jobs
 from l2l_gail.sweep.grid import MODES, Grid, Variant, load_file, parse_key_values, parse_seeds, parse_variant
@@ -52,8 +53,7 @@ def add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_options",
                         help="an option of the train command for every run, e.g. timesteps=1000000, "
                         "ppo=n_epochs=5, second-order=true (repeatable; default: --file's options)")
-    parser.add_argument("--runs-dir", type=Path, default=None,
-                        help="root of all run directories (default: $L2L_RUNS or ./runs)")
+    add_runs_dir(parser)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="runs at a time on the local machine, one CPU each (1: no Ray)")
     parser.add_argument("--address", default=None,
