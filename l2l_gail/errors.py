@@ -14,6 +14,13 @@ class L2LError(Exception):
     """
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (library messages run to paragraphs), or its type
+    name when the message is empty: the reason a one-line error quotes."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def exit_status(run: Callable[[], int | None]) -> int:
     """Call ``run`` as a command's body and return the command's exit status.
 

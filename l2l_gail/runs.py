@@ -40,7 +40,7 @@ import torch
 import yaml
 
 from l2l_gail.core.files import atomic_write, safe_torch_load
-from l2l_gail.errors import L2LError
+from l2l_gail.errors import L2LError, first_line
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -305,9 +305,9 @@ class RunLoop:
 
 def _first_sentence(exc: BaseException) -> str:
     """The first sentence of an exception's message (torch's run to a paragraph)."""
-    text = str(exc).strip()
-    first = text.splitlines()[0].split(". ")[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    if not str(exc).strip():
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc).split('. ')[0]}"
 
 
 def global_rng_state() -> dict[str, Any]:

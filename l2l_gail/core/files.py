@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from l2l_gail.errors import L2LError
+from l2l_gail.errors import L2LError, first_line
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -89,7 +89,7 @@ def _write_failure(exc: BaseException, folder: Path) -> tuple[str, bool] | None:
     # with no errno: the free space left tells a full disk from another failure.
     text = str(exc).strip()
     if isinstance(exc, RuntimeError) and any(form in text for form in _TORCH_WRITE_ERRORS):
-        first = text.splitlines()[0]
+        first = first_line(exc)
         try:
             free = shutil.disk_usage(folder).free
         except OSError:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 import torch
 
 from l2l_gail.core.files import atomic_write, safe_torch_load
-from l2l_gail.errors import L2LError
+from l2l_gail.errors import L2LError, first_line
 
 if TYPE_CHECKING:
     from l2l_gail.core.rule import UpdateRule
@@ -137,7 +137,7 @@ def from_payload(payload: Any, *, source: str, expected: type[R], config: Any = 
         stored = kind.config_type(**payload["config"])
     except (TypeError, KeyError) as exc:
         raise L2LError(
-            f"{source} has an unreadable learned-optimizer configuration ({_one_line(exc)}): "
+            f"{source} has an unreadable learned-optimizer configuration ({first_line(exc)}): "
             "re-train it with this version"
         ) from exc
     if config is not None and config != stored:
@@ -156,7 +156,7 @@ def from_payload(payload: Any, *, source: str, expected: type[R], config: Any = 
     except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
         raise L2LError(
             f"{source} has weights that do not fit its configuration "
-            f"({_one_line(exc)}): the file is corrupted; re-save or re-train it"
+            f"({first_line(exc)}): the file is corrupted; re-save or re-train it"
         ) from exc
     return rule  # type: ignore[return-value]
 
@@ -182,8 +182,3 @@ def load(path: Path, *, expected: type[R], config: Any = None) -> R:
             "it is truncated or corrupted; re-save or re-train it"
         ) from exc
     return from_payload(payload, source=str(path), expected=expected, config=config)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from imitation.data.types import TrajectoryWithRew
 
-from l2l_gail.errors import L2LError
+from l2l_gail.errors import L2LError, first_line
 from l2l_gail.gail.tasks import INSTALLED, TaskSpec, load_task, shipped_dir
 from l2l_gail.runs import atomic_write, write_json
 
@@ -277,7 +277,7 @@ def read_demos(task: str | TaskSpec, data_dir: Path = EXPERT_DATA_DIR) -> Demos:
         with np.load(path, allow_pickle=False) as npz:
             raw = {key: npz[key] for key in npz.files}
     except (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError, zlib.error) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise L2LError(f"{path}: not a readable demonstrations archive ({reason}); "
                        f"{_fix(spec.name, path)}") from exc
     missing = [k for k in Demos.__dataclass_fields__ if k not in raw]

@@ -28,7 +28,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.save_util import recursive_getattr
 
-from l2l_gail.errors import L2LError
+from l2l_gail.errors import L2LError, first_line
 from l2l_gail.gail import compat
 from l2l_gail.gail.tasks import TaskSpec, check_kwargs
 from l2l_gail.runs import RunDir, atomic_write, global_rng_state, set_global_rng_state, write_json
@@ -57,7 +57,7 @@ def build_expert(task: TaskSpec, env: Any, seed: int, tb_dir: Path | None) -> Ba
             tensorboard_log=str(tb_dir) if tb_dir else None, **hp, **kwargs,
         )
     except (TypeError, ValueError, AssertionError) as exc:  # SB3 validates with assert
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise L2LError(f"{task.path}: bad expert.hyperparams for {algo.__name__}: {reason}") from exc
 
 

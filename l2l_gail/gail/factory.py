@@ -19,7 +19,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from l2l_gail.core import LSTMRuleConfig, MLPRule, MLPRuleConfig, UpdateRule
-from l2l_gail.errors import L2LError
+from l2l_gail.errors import L2LError, first_line
 from l2l_gail.gail import demos as demo_files
 from l2l_gail.gail.config import GAILConfig, ResolvedGAILConfig
 from l2l_gail.gail.methods import GAILGPTrainer, GAILTrainer, L2LGAILTrainer
@@ -101,7 +101,7 @@ def build(prepared: Prepared, log_dir: Path) -> GAILTrainer:
         gen_algo = algo("MlpPolicy", venv, seed=config.seed, verbose=0, device="cpu",
                         policy_kwargs=policy_kwargs, **ppo_kwargs)
     except (TypeError, ValueError, AssertionError) as exc:  # SB3 validates with assert
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise L2LError(f"bad PPO hyper-parameter ({reason}); check gail.ppo in {task.path} "
                        "and --ppo") from exc
     reward_net = BasicRewardNet(venv.observation_space, venv.action_space,

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from l2l_gail.errors import L2LError
+from l2l_gail.errors import L2LError, first_line
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CHECKOUT_DIR = PACKAGE_DIR.parent
@@ -226,7 +226,7 @@ def load_task_file(path: Path) -> TaskSpec:
     except OSError as exc:
         raise L2LError(f"cannot read task file {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        raise L2LError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        raise L2LError(f"{path}: not valid YAML ({first_line(exc)})") from exc
     _check(data, SCHEMA, "", path)
     if data["expert"]["algo"] not in EXPERT_ALGOS:
         raise L2LError(

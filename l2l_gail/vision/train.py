@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from l2l_gail.errors import L2LError
+from l2l_gail.errors import L2LError, first_line
 from l2l_gail.robust.attacks import PGD, build_attack
 from l2l_gail.robust.data import ImageData, batches, check_dataset, check_eps, load_dataset, resolve_eps
 from l2l_gail.robust.evaluate import evaluate
@@ -296,7 +296,7 @@ def load_classifier(path: Path, device: torch.device | str = "cpu",
         model.load_state_dict(blob["model"])
     except RuntimeError as exc:
         raise L2LError(f"{path} holds weights of another model than {config.model} "
-                       f"(width {config.width}): {str(exc).splitlines()[0]}") from exc
+                       f"(width {config.width}): {first_line(exc)}") from exc
     return model, config, data
 
 
