@@ -130,8 +130,10 @@ class Grid:
     def jobs(self, runs_dir: Path) -> list[Job]:
         """One :class:`Job` per run, every command checked by the ``l2l`` parser first."""
         self.validate()
+        from l2l_gail.cli import build_parser
+
         runs_dir = runs_dir.resolve()
-        parser = _parser()
+        parser = build_parser([self.mode])  # this mode's commands only: the others import their modes
         jobs = [Job(name, ("-m", "l2l_gail.cli", *argv), run_dir(self.mode, _parse(parser, argv)))
                 for name, argv in self.commands(runs_dir)]
         seen: dict[Path, str] = {}
@@ -152,12 +154,6 @@ def run_dir(mode: str, ns: argparse.Namespace) -> Path:
         return run_path(ns.experiment, method_dir(ns.method, ns.l2l_target, ns.label), int(ns.seeds),
                         ns.runs_dir)
     return Path(ns.runs_dir) / mode / ns.name
-
-
-def _parser() -> argparse.ArgumentParser:
-    from l2l_gail.cli import build_parser
-
-    return build_parser()
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
