@@ -19,11 +19,24 @@ each, several repeats) and writes ``<task>-throughput.{json,md}`` with medians a
 ``gail``: the side-by-side speed comparison.
 
     .venv/bin/python scripts/bench_gail.py --tasks hopper --throughput
+
+``--tune`` spends the ``gail`` arm's tuning budget: a grid of discriminator learning rate x
+discriminator updates per round, as multiples of each task file's values, on the development
+tasks (hopper and halfcheetah by default), and writes ``tuning.{json,md}``: every
+configuration's finals, its IQM per task, and the choice -- the configuration with the highest
+mean over tasks of the IQM of the final normalised return (the task files' values win ties).
+The choice is then written into the task files by hand, with the tuning file as its source.
+
+    nohup .venv/bin/python scripts/bench_gail.py --tune > tune.log 2>&1 &
+
+``--benchmark-output PATH.json`` additionally compares all tasks together (the aggregate over
+tasks and P(X > Y) against ``gail``) and adds the ``tuning`` record of ``--tuning-file``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -32,25 +45,33 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from l2l_gail.errors import L2LError, exit_status
-from l2l_gail.gail import demos
+from l2l_gail.gail import demos, stats
 from l2l_gail.gail.compare import RESULTS_DIR, compare, output_paths
 from l2l_gail.gail.config import GAILConfig
+from l2l_gail.gail.experiment import load_experiment
 from l2l_gail.gail.expert import set_threads
 from l2l_gail.gail.factory import Prepared, build, prepare
 from l2l_gail.gail.loop import start_segment, train_round
+from l2l_gail.gail.tasks import load_task
 from l2l_gail.runs import DEFAULT_ROOT, atomic_write_text, write_json
 from l2l_gail.sweep import Grid, Variant, run_jobs
 from l2l_gail.sweep.cli import report
 
 TASKS = ("hopper", "walker2d", "halfcheetah")
 METHODS = ("gail", "gail-gp", "l2l-gail")
+TUNE_TASKS = ("hopper", "halfcheetah")
+TUNE_LR_MULTS = (1 / 3, 1.0, 3.0)
+TUNE_UPDATE_MULTS = (0.5, 1.0, 2.0)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default=",".join(TASKS),
-                        help="comma-separated tasks; those without shipped demonstrations are skipped")
+    parser.add_argument("--tasks", default=None,
+                        help="comma-separated tasks; those without shipped demonstrations are skipped "
+                             f"(default: {','.join(TASKS)}; with --tune {','.join(TUNE_TASKS)})")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated methods (empty: only the --variant runs)")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
@@ -73,6 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput", action="store_true",
                         help="only measure env steps/s of every configuration round-robin (seed: the first "
                              "of --seeds) and write <task>-throughput.{json,md}")
+    parser.add_argument("--tune", action="store_true",
+                        help="spend gail's tuning budget instead: disc_lr x n_disc_updates_per_round "
+                             f"multiples on --tasks (default here: {','.join(TUNE_TASKS)}), experiments "
+                             "tune-<task>; writes --tuning-file and its table")
+    parser.add_argument("--tune-lr-mults", default=",".join(f"{m:g}" for m in TUNE_LR_MULTS),
+                        help="--tune: multiples of each task's disc_lr (default %(default)s)")
+    parser.add_argument("--tune-update-mults", default=",".join(f"{m:g}" for m in TUNE_UPDATE_MULTS),
+                        help="--tune: multiples of each task's n_disc_updates_per_round, rounded, at "
+                             "least 1 (default %(default)s)")
+    parser.add_argument("--tuning-file", type=Path, default=RESULTS_DIR / "tuning.json",
+                        help="--tune's output, and the tuning record --benchmark-output includes "
+                             "(default results/gail/tuning.json)")
+    parser.add_argument("--benchmark-output", type=Path, default=None,
+                        help="also compare all --tasks together into this JSON (e.g. "
+                             "results/gail/benchmark.json), with the tuning record of --tuning-file")
     parser.add_argument("--repeats", type=int, default=5, help="--throughput: round-robin repeats (median)")
     parser.add_argument("--rounds", type=int, default=8, help="--throughput: GAIL rounds per measurement")
     args = parser.parse_args(argv)
@@ -102,12 +138,15 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.tune:
+        return tune(args, seeds)
     methods = [m for m in args.methods.split(",") if m]
     if not methods and not args.variant:
         raise L2LError("nothing to run: give --methods or at least one --variant")
     shipped = demos.read_manifest()["tasks"]
-    tasks = [t for t in args.tasks.split(",") if t in shipped]
-    for task in sorted(set(args.tasks.split(",")) - set(tasks)):
+    asked = (args.tasks or ",".join(TASKS)).split(",")
+    tasks = [t for t in asked if t in shipped]
+    for task in sorted(set(asked) - set(tasks)):
         print(f"{task}: no shipped demonstrations yet, skipped (`l2l expert collect --task {task}`)")
     if not tasks:
         raise L2LError("none of the tasks has shipped demonstrations; see `l2l expert show`")
@@ -145,7 +184,119 @@ def run(args: argparse.Namespace) -> int:
         out = compare(runs_dir / "gail" / f"bench-{task}", output, force=args.force)
         print(out.markdown.read_text(), end="")
         print(f"results: {out.json}\ntable:   {out.markdown}\nplot:    {out.plot}")
+    if args.benchmark_output is not None and not unfinished:
+        write_benchmark(args.benchmark_output, [runs_dir / "gail" / f"bench-{t}" for t in tasks],
+                        args.tuning_file, force=args.force)
     return 130 if result.interrupted else 0 if result.ok else 1
+
+
+def write_benchmark(output: Path, experiments: list[Path], tuning_file: Path, *, force: bool) -> None:
+    """All tasks compared together (:func:`~l2l_gail.gail.compare.compare`), with the ``tuning``
+    record of ``tuning_file`` added to the JSON and the table (a note where it is missing)."""
+    out = compare(experiments, output, force=force)
+    tuning = json.loads(tuning_file.read_text()) if tuning_file.is_file() else None
+    summary = {**out.summary, "tuning": tuning["tuning"] if tuning else None}
+    write_json(out.json, summary)
+    note = (tuning_markdown(tuning) if tuning else
+            f"No tuning record ({tuning_file} is missing): run `scripts/bench_gail.py --tune` first.\n")
+    atomic_write_text(out.markdown, out.markdown.read_text() + "\n" + note)
+    print(out.markdown.read_text(), end="")
+    print(f"results: {out.json}\ntable:   {out.markdown}\nplot:    {out.plot}")
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise L2LError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise L2LError(f"{what} must be one or more positive numbers, got {text!r}")
+    return values
+
+
+def tune_label(lr_mult: float, update_mult: float) -> str:
+    """The run label of one tuning configuration, e.g. ``lr3x-upd0.5x``."""
+    return f"lr{lr_mult:.3g}x-upd{update_mult:.3g}x"
+
+
+def tune(args: argparse.Namespace, seeds: list[int]) -> int:
+    """Train ``gail`` on the grid of multiples on every task and write the tuning record."""
+    tasks = (args.tasks or ",".join(TUNE_TASKS)).split(",")
+    lr_mults = _floats(args.tune_lr_mults, "--tune-lr-mults")
+    update_mults = _floats(args.tune_update_mults, "--tune-update-mults")
+    for path in (args.tuning_file, args.tuning_file.with_suffix(".md")):
+        if path.exists() and not args.force:
+            raise L2LError(f"{path} exists: pass --force to overwrite the tuning record")
+    set_threads(args.threads)
+    runs_dir = Path(args.runs_dir or DEFAULT_ROOT)
+    options = {"timesteps": args.timesteps, "eval-every": args.eval_every, "threads": args.threads}
+    jobs = []
+    grid: dict[str, dict[str, dict[str, float]]] = {}
+    for task in tasks:
+        base = GAILConfig(task=task).resolved(load_task(task))
+        grid[task] = {tune_label(lr, up): {
+            "disc_lr": base.disc_lr * lr,
+            "n_disc_updates_per_round": max(1, round(base.n_disc_updates_per_round * up))}
+            for lr in lr_mults for up in update_mults}
+        variants = [Variant(label, {"method": "gail", **v}) for label, v in grid[task].items()]
+        jobs += Grid("gail", [task], variants, seeds, options, experiment="tune-{task}").jobs(runs_dir)
+    result = run_jobs(jobs, workers=args.jobs, address=args.address, max_retries=args.max_retries,
+                      progress=not args.no_progress)
+    report(result)
+    if not result.ok:
+        print("tuning not summarised: some runs did not finish (the same command continues them)")
+        return 130 if result.interrupted else 1
+    finals = {}
+    for task in tasks:
+        runs, _ = load_experiment(runs_dir / "gail" / f"tune-{task}", list(grid[task]))
+        finals[task] = {label: [r.metrics["final"] for r in results] for label, results in runs.items()}
+    record = tuning_record(finals, grid, default=tune_label(1.0, 1.0), seeds=seeds,
+                           timesteps=args.timesteps)
+    write_json(args.tuning_file, record)
+    atomic_write_text(args.tuning_file.with_suffix(".md"), tuning_markdown(record))
+    print(tuning_markdown(record), end="")
+    return 0
+
+
+def tuning_record(finals: dict[str, dict[str, list[float]]], grid: dict[str, dict[str, dict[str, float]]],
+                  *, default: str, seeds: list[int], timesteps: int) -> dict[str, Any]:
+    """The ``tuning`` record: per configuration and task the finals and their IQM, the mean IQM
+    over tasks, and the chosen configuration: the highest mean IQM; ``default`` (the task files'
+    values) wins a tie, then the earlier configuration.
+
+    ``finals[task][label]`` are the runs' final normalised returns, ``grid[task][label]`` the
+    configuration's settings on that task.
+    """
+    tasks = list(finals)
+    labels = list(finals[tasks[0]])
+    scores = {label: {task: {"finals": finals[task][label], "iqm": stats.iqm([finals[task][label]]),
+                             **grid[task][label]} for task in tasks} for label in labels}
+    mean = {label: float(np.mean([scores[label][t]["iqm"] for t in tasks])) for label in labels}
+    best = max(mean.values())
+    chosen = default if mean.get(default) == best else next(m for m in labels if mean[m] == best)
+    runs = len(labels) * len(tasks) * len(seeds)
+    budget = (f"{len(labels)} configurations (disc_lr x n_disc_updates_per_round, multiples of each "
+              f"task file's values) x {len(tasks)} tasks ({', '.join(tasks)}) x {len(seeds)} seeds "
+              f"({', '.join(map(str, seeds))}) x {timesteps} env steps = {runs} runs; chosen by the "
+              "mean over tasks of the IQM of the final normalised return")
+    return {"tuning": {"gail": {"budget": budget,
+                                "chosen": {"label": chosen, **{t: grid[t][chosen] for t in tasks}},
+                                "mean_iqm": mean, "configurations": scores}}}
+
+
+def tuning_markdown(record: dict[str, Any]) -> str:
+    """The tuning record as a table, one row per configuration."""
+    gail = record["tuning"]["gail"]
+    tasks = list(next(iter(gail["configurations"].values())))
+    lines = [f"Tuning of the `gail` arm: {gail['budget']}. Chosen: **{gail['chosen']['label']}**.", "",
+             "| configuration | " + " | ".join(f"{t} IQM (finals)" for t in tasks) + " | mean IQM |",
+             "|---|" + "---|" * len(tasks) + "---:|"]
+    for label, per_task in gail["configurations"].items():
+        cells = [f"{per_task[t]['iqm']:.3f} ({', '.join(f'{f:.2f}' for f in per_task[t]['finals'])})"
+                 for t in tasks]
+        mark = " (chosen)" if label == gail["chosen"]["label"] else ""
+        lines.append(f"| {label}{mark} | " + " | ".join(cells) + f" | {gail['mean_iqm'][label]:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def throughput(prepared: dict[str, Prepared], repeats: int, rounds: int) -> dict[str, list[float]]:

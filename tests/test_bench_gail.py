@@ -61,3 +61,40 @@ def test_throughput_round_robin_writes_medians_and_ratios(tmp_path, capsys):
 def test_nothing_to_run_is_an_error(capsys):
     assert bench.main(["--tasks", "inverted-pendulum", "--methods", ""]) == 2
     assert "nothing to run" in capsys.readouterr().err
+
+
+def test_tuning_record_chooses_best_mean_iqm_and_default_wins_ties():
+    grid = {t: {"a": {"disc_lr": 1e-4}, "b": {"disc_lr": 3e-4}, "c": {"disc_lr": 1e-3}} for t in ("x", "y")}
+    finals = {"x": {"a": [0.2, 0.4], "b": [0.5, 0.5], "c": [0.9, 0.1]},
+              "y": {"a": [0.9, 0.9], "b": [0.6, 0.6], "c": [0.5, 0.5]}}
+    record = bench.tuning_record(finals, grid, default="b", seeds=[0, 1], timesteps=100)["tuning"]["gail"]
+    assert record["mean_iqm"] == pytest.approx({"a": 0.6, "b": 0.55, "c": 0.5})
+    assert record["chosen"] == {"label": "a", "x": {"disc_lr": 1e-4}, "y": {"disc_lr": 1e-4}}
+    assert "3 configurations" in record["budget"] and "12 runs" in record["budget"]
+    tied = {"x": {"a": [0.5], "b": [0.5], "c": [0.1]}, "y": {"a": [0.5], "b": [0.5], "c": [0.1]}}
+    assert bench.tuning_record(tied, grid, default="b", seeds=[0], timesteps=1)["tuning"]["gail"]["chosen"][
+        "label"] == "b"
+    table = bench.tuning_markdown({"tuning": {"gail": record}})
+    assert "| a (chosen) | 0.300 (0.20, 0.40) | 0.900 (0.90, 0.90) | 0.600 |" in table
+
+
+def test_tune_then_benchmark_output_carries_the_tuning_record(tmp_path, capsys):
+    common = ["--tasks", "inverted-pendulum", "--seeds", "0", "--timesteps", "1024", "--eval-every", "1024",
+              "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--jobs", "1",
+              "--tuning-file", str(tmp_path / "tuning.json")]
+    tune = [*common, "--tune", "--tune-lr-mults", "1", "--tune-update-mults", "1,2"]
+    assert bench.main(tune) == 0
+    record = json.loads((tmp_path / "tuning.json").read_text())["tuning"]["gail"]
+    assert set(record["configurations"]) == {"lr1x-upd1x", "lr1x-upd2x"}
+    base = record["configurations"]["lr1x-upd1x"]["inverted-pendulum"]["n_disc_updates_per_round"]
+    assert record["configurations"]["lr1x-upd2x"]["inverted-pendulum"]["n_disc_updates_per_round"] == 2 * base
+    run = tmp_path / "runs" / "gail" / "tune-inverted-pendulum" / "lr1x-upd2x" / "seed0"
+    assert (run / "metrics.json").is_file()
+    assert bench.main(tune) == 2  # the record exists: refused without --force
+    assert bench.main([*common, "--methods", "gail", "--output-dir", str(tmp_path / "out"),
+                       "--benchmark-output", str(tmp_path / "benchmark.json")]) == 0
+    summary = json.loads((tmp_path / "benchmark.json").read_text())
+    assert summary["tuning"]["gail"]["chosen"]["label"] in record["configurations"]
+    assert set(summary["aggregate"]) == {"gail"}
+    assert "Tuning of the `gail` arm" in (tmp_path / "benchmark.md").read_text()
+    capsys.readouterr()
