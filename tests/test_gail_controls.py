@@ -25,7 +25,7 @@ from l2l_gail.errors import L2LError
 from l2l_gail.gail.config import GAILConfig
 from l2l_gail.gail.factory import prepare
 from l2l_gail.gail.loop import train
-from l2l_gail.gail.steps import AdamReference, SignSGD, shape_step
+from l2l_gail.gail.steps import AdamReference, SignSGD, output_shift, shape_step
 from l2l_gail.gail.tasks import load_task
 from l2l_gail.runs import RunDir
 
@@ -96,6 +96,15 @@ def test_shape_step_is_differentiable_in_the_learned_step() -> None:
     (grad,) = torch.autograd.grad(shape_step(learned, adam, norm="adam", direction="learned", lr=1e-3).sum(),
                                   [learned])
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_output_shift() -> None:
+    old, new = torch.tensor([0.0, 2.0, -1.0]), torch.tensor([1.0, 2.0, -3.0])
+    assert float(output_shift(old, new, "logit")) == pytest.approx(1.0)
+    p, q = torch.sigmoid(old).double(), torch.sigmoid(new).double()
+    kl = (p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).mean()
+    assert float(output_shift(old, new, "kl")) == pytest.approx(float(kl), rel=1e-5)
+    assert float(output_shift(new, new, "kl")) == 0.0
 
 
 def test_sign_sgd_optimizer() -> None:
@@ -333,7 +342,8 @@ def test_resume_reproduces_an_uninterrupted_run(options: dict[str, Any], tags: s
     resumed = train(prepared, run_dir("cut", resume=True), resume=True, progress=False)
     assert resumed["history"] == whole["history"]
     series = scalars(tmp_path / "whole")
-    assert tags | {"disc/logit_expert", "disc/logit_gen", "disc/update_norm", "reward/mean"} <= set(series)
+    assert tags | {"disc/logit_expert", "disc/logit_gen", "disc/update_norm", "reward/mean",
+                   "disc/gen_logit_shift", "disc/gen_kl_shift"} <= set(series)
     assert scalars(tmp_path / "cut") == series
     a, b = (torch.load(tmp_path / name / "discriminator.pt") for name in ("whole", "cut"))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -60,12 +60,18 @@ from l2l_gail.core.rule import l2_norm
 from l2l_gail.gail import compat
 from l2l_gail.gail.config import META_OBJECTIVES, Constraint, Heldout, MetaObjective, StepDirection, StepNorm
 from l2l_gail.gail.policy import L2LPPO, LookaheadPolicyOptimizer, lookahead_extra
-from l2l_gail.gail.steps import AdamReference, shape_step
+from l2l_gail.gail.steps import AdamReference, output_shift, shape_step
 
 Batch = Mapping[str, Any]
 """One discriminator batch as ``imitation`` builds it: ``state``, ``action``, ``next_state``,
 ``done`` and ``labels_expert_is_one`` tensors, expert rows first, then as many generator rows."""
 EXPERT_KEYS = ("obs", "acts", "next_obs", "dones")
+
+
+def generator_rows(batch: Batch) -> dict[str, Tensor]:
+    """The discriminator inputs of ``batch``'s generator rows (the second half)."""
+    n = len(batch["state"]) // 2
+    return {k: batch[k][n:] for k in ("state", "action", "next_state", "done")}
 
 
 @dataclasses.dataclass
@@ -184,23 +190,32 @@ class GAILTrainer(compat.ImitationGAIL):
         """One discriminator update and its statistics (recorded under ``disc/``).
 
         As in ``imitation``: the given samples (exactly ``demo_batch_size`` each), else fresh
-        expert samples and ``demo_batch_size`` rows of the generator replay buffer.
+        expert samples and ``demo_batch_size`` rows of the generator replay buffer. Besides
+        imitation's statistics: the mean logit of each class, the update's norm, and how far the
+        update moved the discriminator's outputs on the batch's generator rows
+        (``gen_logit_shift``, ``gen_kl_shift``: :func:`~l2l_gail.gail.steps.output_shift`, the
+        quantities ``--l2l-constraint`` bounds, so a budget can be read off any method's run).
         """
         with self.logger.accumulate_means("disc"):
             self.expert_idx = None
             batch = self.disc_batch(expert_samples, gen_samples)
-            before = [p.detach().clone() for p in self.discriminator.parameters()]
+            before = {n: p.detach().clone() for n, p in self.discriminator.named_parameters()}
             objective = self.disc_update(batch, lambda: self.disc_batch(expert_samples, gen_samples))
             self.disc_step += 1
             with torch.no_grad():
-                moved = sum(float((p - b).square().sum())
-                            for p, b in zip(self.discriminator.parameters(), before, strict=True))
+                moved = sum(float((p - before[n]).square().sum())
+                            for n, p in self.discriminator.named_parameters())
+                gen = generator_rows(batch)
+                with networks.evaluating(self.discriminator):
+                    old, new = self.disc_logits(gen, before), self.disc_logits(gen)
                 labels = batch["labels_expert_is_one"]
                 logits = objective.logits.detach()
                 stats = dict(compute_train_stats(logits, labels, objective.bce.detach()))
                 stats.update(logit_expert=float(logits[labels == 1].mean()),
                              logit_gen=float(logits[labels == 0].mean()),
-                             update_norm=math.sqrt(moved), **objective.extra)
+                             update_norm=math.sqrt(moved),
+                             gen_logit_shift=float(output_shift(old, new, "logit")),
+                             gen_kl_shift=float(output_shift(old, new, "kl")), **objective.extra)
             for key, value in stats.items():
                 self.logger.record(key, value)
             self.logger.dump(self.disc_step)
@@ -476,17 +491,11 @@ class L2LGAILTrainer(GAILTrainer):
                 loss = loss + self.gp_coef * self.gradient_penalty(heldout, scored)
             if self.constraint == "none":
                 return loss, None
-            n = len(heldout["state"]) // 2  # expert rows first, then as many generator rows
-            gen = {k: heldout[k][n:] for k in ("state", "action", "next_state", "done")}
+            gen = generator_rows(heldout)
             with torch.no_grad():
                 old = self.disc_logits(gen, before)
             new = self.disc_logits(gen, scored)
-        if self.constraint == "logit":
-            shift = (new - old).abs().mean()
-        else:  # KL(Bernoulli(sigmoid(old)) || Bernoulli(sigmoid(new)))
-            p = torch.sigmoid(old)
-            shift = (p * (F.logsigmoid(old) - F.logsigmoid(new))
-                     + (1 - p) * (F.logsigmoid(-old) - F.logsigmoid(-new))).mean()
+        shift = output_shift(old, new, self.constraint)
         assert self.budget is not None
         return loss + self.multiplier * (shift - self.budget), shift
 

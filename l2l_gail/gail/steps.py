@@ -7,6 +7,8 @@
   learned step, from Adam's, or (the norm) fixed: the ``--l2l-step-norm`` x
   ``--l2l-step-direction`` design that separates what ``phi`` learns about the step's size
   from what it learns about its direction;
+* :func:`output_shift` -- how far one step moves the discriminator's outputs (the quantity the
+  constrained meta-objective bounds, and a diagnostic of every method);
 * :class:`SignSGD` -- the ``sign-sgd`` discriminator (Bernstein et al. 2018, arXiv 1802.04434),
   the update a coordinatewise learned step with a bound (``--l2l-max-step``) tends to when
   ``phi`` saturates it.
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from l2l_gail.gail.config import StepDirection, StepNorm
@@ -85,8 +88,22 @@ def shape_step(learned: Tensor, adam: Tensor, *, norm: StepNorm, direction: Step
     if norm == "learned" and direction == "learned":
         return learned
     unit = learned if direction == "learned" else adam
-    target = {"learned": learned, "adam": adam}[norm].norm() if norm != "ttur" else lr
+    if norm == "ttur":
+        target: Tensor | float = lr
+    else:
+        target = (learned if norm == "learned" else adam).norm()
     return unit * (target / unit.norm().clamp_min(torch.finfo(unit.dtype).tiny))
+
+
+def output_shift(old: Tensor, new: Tensor, kind: Literal["logit", "kl"]) -> Tensor:
+    """How far a step moved a discriminator's outputs, from its logits before (``old``) and after
+    (``new``) on the same rows: the mean absolute change of the logits (``logit``) or the mean
+    ``KL(Bernoulli(sigmoid(old)) || Bernoulli(sigmoid(new)))`` (``kl``). Differentiable in ``new``."""
+    if kind == "logit":
+        return (new - old).abs().mean()
+    p = torch.sigmoid(old)
+    return (p * (F.logsigmoid(old) - F.logsigmoid(new))
+            + (1 - p) * (F.logsigmoid(-old) - F.logsigmoid(-new))).mean()
 
 
 class SignSGD(torch.optim.Optimizer):
