@@ -310,7 +310,7 @@ def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
 
 @pytest.mark.parametrize(("options", "tags"), [
     ({"method": "sign-sgd"}, set()),
-    ({"method": "l2l-gail", "l2l_meta_lr": 0.0}, {"l2l/learned_norm", "l2l/adam_norm"}),
+    ({"method": "l2l-gail", "l2l_meta_lr": 0.0}, {"l2l/learned_norm", "l2l/adam_norm", "l2l/norm_ratio"}),
     ({"method": "l2l-gail", "l2l_step_direction": "adam", "l2l_step_norm": "learned", "l2l_constraint": "kl",
       "l2l_budget": 1e-4, "l2l_heldout": "next-round"},
      {"l2l/learned_norm", "l2l/adam_norm", "l2l/meta_loss", "l2l/multiplier", "l2l/shift"}),

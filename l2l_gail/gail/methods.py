@@ -346,11 +346,12 @@ class L2LGAILTrainer(GAILTrainer):
     An over-confident discriminator then pays log-loss on the data the generator moves to, and
     no held-out row was trained on.
 
-    Every update also computes Adam's step on the same gradient (:class:`AdamReference`): TensorBoard
-    shows its norm (``l2l/adam_norm``) beside the learned step's (``l2l/learned_norm``), and
-    ``step_norm`` / ``step_direction`` apply a step whose norm and direction each come from one
-    of them (:func:`~l2l_gail.gail.steps.shape_step`). Where ``phi``'s direction is applied,
-    ``phi`` is meta-trained through the applied step (with ``step_norm="adam"`` or ``"ttur"``
+    Every update also computes Adam's step on the same gradient (:class:`AdamReference`):
+    TensorBoard shows its norm (``l2l/adam_norm``) beside the learned step's
+    (``l2l/learned_norm``) and their ratio (``l2l/norm_ratio``), and ``step_norm`` /
+    ``step_direction`` apply a step whose norm and direction each come from one of them
+    (:func:`~l2l_gail.gail.steps.shape_step`). Where ``phi``'s direction is applied, ``phi`` is
+    meta-trained through the applied step (with ``step_norm="adam"`` or ``"ttur"``
     the meta-objective cannot buy sharpness with step size); with Adam's direction (the
     adam-matched control) ``phi`` is meta-trained on its own step, as in l2l-gail, and only its
     norm is borrowed.
@@ -472,7 +473,10 @@ class L2LGAILTrainer(GAILTrainer):
                 write_params(self.discriminator, self.shape(before, after, adam))
             applied = {n: current[n].detach() - before[n] for n in adam}
         self.last_steps = {"learned": learned, "adam": adam, "applied": applied}
-        extra.update({"l2l/learned_norm": l2_norm(learned.values()), "l2l/adam_norm": l2_norm(adam.values())})
+        learned_norm, adam_norm = l2_norm(learned.values()), l2_norm(adam.values())
+        extra.update({"l2l/learned_norm": learned_norm, "l2l/adam_norm": adam_norm})
+        if adam_norm > 0:  # else no gradient at all: no ratio
+            extra["l2l/norm_ratio"] = learned_norm / adam_norm
         if self.constraint != "none":
             extra["l2l/multiplier"] = self.multiplier
         objective.extra.update(extra)
