@@ -124,8 +124,8 @@ class GAILConfig:
     discriminator's Bernoulli outputs there, before vs after the step, <= --l2l-budget); the
     multiplier is learned by dual ascent as in VDB (Peng et al. 2018, arXiv 1810.00821)"""
     l2l_budget: float | None = None
-    """l2l-gail: the budget of --l2l-constraint, per discriminator step (required with a
-    constraint)"""
+    """l2l-gail: the budget of --l2l-constraint, per discriminator step (default: none; required
+    with a constraint)"""
     l2l_dual_lr: float = 1.0
     """l2l-gail: dual ascent step of the constraint's multiplier: lambda <- max(0, lambda +
     dual_lr x (measured - budget)) after each meta step"""
