@@ -23,9 +23,21 @@ def _keep_torch_threads() -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------- GAIL trainers
-GAIL_TRAINERS = ("gail", "gail-gp", "l2l-gail", "l2l-gail-both")
+GAIL_TRAINERS = ("gail", "gail-gp", "l2l-gail", "l2l-gail-both", "sign-sgd", "l2l-frozen", "adam-matched",
+                 "l2l-adam-norm", "l2l-ttur", "l2l-logit", "l2l-kl", "l2l-next-round")
 """The trainers of ``l2l_gail.gail.methods`` as the GAIL tests build them: ``l2l-gail-both`` is
-the L2L-GAIL trainer with the learned policy optimizer (``L2LPPO``) as its generator."""
+the L2L-GAIL trainer with the learned policy optimizer (``L2LPPO``) as its generator; the others
+after it are the controls and v2 configurations of :data:`L2L_OPTIONS` and ``sign-sgd``."""
+L2L_OPTIONS: dict[str, dict[str, Any]] = {
+    "l2l-frozen": {"meta_lr": 0.0},
+    "adam-matched": {"step_direction": "adam"},
+    "l2l-adam-norm": {"step_norm": "adam"},
+    "l2l-ttur": {"step_norm": "ttur"},
+    "l2l-logit": {"constraint": "logit", "budget": 0.01},
+    "l2l-kl": {"constraint": "kl", "budget": 1e-4},
+    "l2l-next-round": {"heldout": "next-round"},
+}
+"""``L2LGAILTrainer``'s options of each of its named configurations in :data:`GAIL_TRAINERS`."""
 
 
 @pytest.fixture(params=GAIL_TRAINERS)
@@ -76,6 +88,7 @@ def make_gail_trainer(pendulum_demos: Any, tmp_path: Path) -> Iterator[Callable[
     from l2l_gail.gail.methods import GAILGPTrainer, GAILTrainer, L2LGAILTrainer
     from l2l_gail.gail.phi_init import adam_clone
     from l2l_gail.gail.policy import L2LPPO, LookaheadPolicyOptimizer
+    from l2l_gail.gail.steps import SignSGD
 
     venvs = []
 
@@ -103,7 +116,10 @@ def make_gail_trainer(pendulum_demos: Any, tmp_path: Path) -> Iterator[Callable[
             return GAILTrainer(disc_opt_kwargs={"lr": disc_lr}, **common)
         if method == "gail-gp":
             return GAILGPTrainer(gp_coef=10.0, disc_opt_kwargs={"lr": disc_lr}, **common)
-        return L2LGAILTrainer(learned=adam_clone()[0], disc_lr=disc_lr, meta_lr=1e-3, **common)
+        if method == "sign-sgd":
+            return GAILTrainer(disc_opt_cls=SignSGD, disc_opt_kwargs={"lr": disc_lr}, **common)
+        options = {"meta_lr": 1e-3, **L2L_OPTIONS.get(method, {})}
+        return L2LGAILTrainer(learned=adam_clone()[0], disc_lr=disc_lr, **options, **common)
 
     yield make
     for venv in venvs:

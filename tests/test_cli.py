@@ -96,6 +96,6 @@ def test_falsy_defaults_and_choices_are_shown(capsys: pytest.CaptureFixture[str]
     assert "--dataset {fashion-mnist,mnist,mnist-5k,cifar10,cifar100,synthetic}" in text
     assert "--epochs EPOCHS passes over the training set (default: 10)" in text
     gail = _help(capsys, "gail", "train")
-    assert "--method {gail,gail-gp,l2l-gail}" in gail
+    assert "--method {gail,gail-gp,l2l-gail,sign-sgd}" in gail
     assert "(default: [])" not in gail  # --ppo's empty list says nothing
     assert "(default: the task file's gail.disc_lr)" in gail

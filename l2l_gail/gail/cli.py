@@ -85,7 +85,16 @@ def _compare(args: argparse.Namespace) -> None:
 def add(mode: argparse.ArgumentParser) -> None:
     """Add ``train`` and ``compare`` to the ``l2l gail`` parser ``mode``."""
     from l2l_gail.gail.compare import BASELINE
-    from l2l_gail.gail.config import L2L_TARGETS, META_OBJECTIVES, METHODS, GAILConfig
+    from l2l_gail.gail.config import (
+        CONSTRAINTS,
+        HELDOUTS,
+        L2L_TARGETS,
+        META_OBJECTIVES,
+        METHODS,
+        STEP_DIRECTIONS,
+        STEP_NORMS,
+        GAILConfig,
+    )
     from l2l_gail.gail.stats import BOOTSTRAP_REPS
 
     sub = add_commands(mode)
@@ -93,17 +102,21 @@ def add(mode: argparse.ArgumentParser) -> None:
                         "Train GAIL with a PPO generator on a task's shipped demonstrations. Methods: gail "
                         "(Adam discriminator), gail-gp (+ gradient penalty, Gulrajani et al. 2017 / "
                         "Kostrikov et al. 2019), l2l-gail (learned optimizer trained online on held-out "
-                        "discriminator loss). Hyper-parameters come from envs/<task>.yaml; the options "
-                        "below override them. Runs go to RUNS_DIR/gail/<experiment>/<method>/seed<k>/.")
+                        "discriminator loss; its --l2l-* options give the controls and variants), sign-sgd "
+                        "(signSGD, Bernstein et al. 2018). Hyper-parameters come from envs/<task>.yaml; the "
+                        "options below override them. Runs go to "
+                        "RUNS_DIR/gail/<experiment>/<method>/seed<k>/.")
     train.add_argument("--task", required=True, help=TASK_HELP)
     train.add_argument("--method", required=True, metavar="{" + ",".join(METHODS) + "}",
                        help="the discriminator update: Adam (gail), Adam with a gradient penalty "
-                       "(gail-gp) or a learned optimizer (l2l-gail)")
+                       "(gail-gp), a learned optimizer (l2l-gail) or lr x sign(grad) (sign-sgd)")
     train.add_argument("--seeds", default="0", help="comma-separated seeds, one run each")
     train.add_argument("--experiment", default=None,
                        help="experiment name: runs go to RUNS_DIR/gail/<experiment>/ (default: the task)")
     add_dataclass_options(train, GAILConfig, skip=("task", "method", "seed", "l2l_target"),
-                          choices={"l2l_objective": META_OBJECTIVES})
+                          choices={"l2l_objective": META_OBJECTIVES, "l2l_step_norm": STEP_NORMS,
+                                   "l2l_step_direction": STEP_DIRECTIONS, "l2l_constraint": CONSTRAINTS,
+                                   "l2l_heldout": HELDOUTS})
     train.add_argument("--l2l-target", default="discriminator", choices=L2L_TARGETS,
                        help="l2l-gail: what the learned optimizer steps")
     train.add_argument("--ppo", action="append", default=[], metavar="KEY=VALUE",

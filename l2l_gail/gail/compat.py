@@ -139,6 +139,14 @@ class ImitationGAIL(GAIL):
             buffer._arrays[key][...] = value.numpy()
         buffer._idx, buffer._n_data = state["idx"], state["n_data"]
 
+    def newest_generator_rows(self, n: int) -> dict[str, np.ndarray]:
+        """The ``n`` generator transitions the replay buffer stored last (all it holds if fewer),
+        as ``obs``, ``acts``, ``next_obs`` and ``dones`` arrays."""
+        buffer = self._gen_replay_buffer._buffer
+        n = min(n, buffer._n_data)
+        idx = (buffer._idx - n + np.arange(n)) % buffer.capacity
+        return {k: buffer._arrays[k][idx] for k in ("obs", "acts", "next_obs", "dones")}
+
     def reward_wrapper_state(self) -> dict[str, Any]:
         """What the learned-reward wrapper of the training environments remembers: the learned
         return of each running episode and of the recent finished ones (which imitation logs as

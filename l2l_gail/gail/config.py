@@ -25,15 +25,25 @@ from typing import Any, Literal, TypeVar
 from l2l_gail.errors import L2LError
 from l2l_gail.gail.tasks import TaskSpec, check_kwargs
 
-Method = Literal["gail", "gail-gp", "l2l-gail"]
+Method = Literal["gail", "gail-gp", "l2l-gail", "sign-sgd"]
 L2LTarget = Literal["discriminator", "policy", "both"]
 MetaObjective = Literal["heldout", "heldout-gp"]
 L2LRule = Literal["lstm", "mlp"]
+StepNorm = Literal["learned", "adam", "ttur"]
+StepDirection = Literal["learned", "adam"]
+Constraint = Literal["none", "logit", "kl"]
+Heldout = Literal["fresh", "next-round"]
 METHODS: tuple[Method, ...] = typing.get_args(Method)
 L2L_TARGETS: tuple[L2LTarget, ...] = typing.get_args(L2LTarget)
 META_OBJECTIVES: tuple[MetaObjective, ...] = typing.get_args(MetaObjective)
 L2L_RULES: tuple[L2LRule, ...] = typing.get_args(L2LRule)
-OMITTED_AT: dict[str, Any] = {"l2l_rule": "lstm"}
+STEP_NORMS: tuple[StepNorm, ...] = typing.get_args(StepNorm)
+STEP_DIRECTIONS: tuple[StepDirection, ...] = typing.get_args(StepDirection)
+CONSTRAINTS: tuple[Constraint, ...] = typing.get_args(Constraint)
+HELDOUTS: tuple[Heldout, ...] = typing.get_args(Heldout)
+OMITTED_AT: dict[str, Any] = {"l2l_rule": "lstm", "l2l_step_norm": "learned", "l2l_step_direction": "learned",
+                              "l2l_constraint": "none", "l2l_budget": None, "l2l_dual_lr": 1.0,
+                              "l2l_heldout": "fresh"}
 """Options added after the first runs, with the value those runs had: ``config.yaml`` leaves an
 option out at that value, so an older run's file, which lacks the key, compares equal on
 ``--resume``."""
@@ -53,7 +63,7 @@ class GAILConfig:
     task: str = "inverted-pendulum"
     """task name (a file envs/<task>.yaml)"""
     method: str = "gail"
-    """gail, gail-gp or l2l-gail"""
+    """gail, gail-gp, l2l-gail or sign-sgd"""
     seed: int = 0
     """random seed"""
     timesteps: int | None = None
@@ -90,7 +100,8 @@ class GAILConfig:
     """l2l-gail: start phi from this file, a phi_*.pt of an earlier run, whichever rule it holds
     (default: the Adam clone of --l2l-rule)"""
     l2l_meta_lr: float = 1e-3
-    """l2l-gail: Adam learning rate on phi (online look-ahead)"""
+    """l2l-gail: Adam learning rate on phi (online look-ahead); 0 keeps phi at its start and skips
+    the meta-training (the l2l-frozen control)"""
     l2l_meta_every: int = 1
     """l2l-gail: train phi on every N-th learned step (the others only apply it)"""
     l2l_objective: str = "heldout"
@@ -99,6 +110,29 @@ class GAILConfig:
     l2l_max_step: float | None = None
     """l2l-gail: bound each coordinate's step to this many learning rates (tanh); none by default;
     with --l2l-init the file's own bound applies"""
+    l2l_step_norm: str = "learned"
+    """l2l-gail: each discriminator tensor's step norm: learned (phi's own), adam (that of Adam's
+    step on the same gradient, so phi chooses only the direction) or ttur (norm disc_lr for
+    every tensor, a two-time-scale budget after Heusel et al. 2017, arXiv 1706.08500)"""
+    l2l_step_direction: str = "learned"
+    """l2l-gail: each tensor's step direction: learned (phi's) or adam (Adam's step on the same
+    gradient; with --l2l-step-norm learned, the adam-matched control: Adam's direction at the
+    norm of phi's step, phi meta-trained on its own step exactly as in l2l-gail)"""
+    l2l_constraint: str = "none"
+    """l2l-gail: constrain phi's meta-objective: none, logit (mean |change| of the logits on the
+    held-out generator rows that one step makes <= --l2l-budget) or kl (mean KL of the
+    discriminator's Bernoulli outputs there, before vs after the step, <= --l2l-budget); the
+    multiplier is learned by dual ascent as in VDB (Peng et al. 2018, arXiv 1810.00821)"""
+    l2l_budget: float | None = None
+    """l2l-gail: the budget of --l2l-constraint, per discriminator step (default: none; required
+    with a constraint)"""
+    l2l_dual_lr: float = 1.0
+    """l2l-gail: dual ascent step of the constraint's multiplier: lambda <- max(0, lambda +
+    dual_lr x (measured - budget)) after each meta step"""
+    l2l_heldout: str = "fresh"
+    """l2l-gail: where phi's step is scored: fresh (another expert + replay-buffer batch now) or
+    next-round (the next round's generator rows, collected after PPO has moved, and expert rows
+    the step did not train on; phi learns one round late)"""
     ppo: dict[str, Any] = field(default_factory=dict)
     """PPO hyper-parameters: the task file's gail.ppo, updated by these"""
     label: str | None = None
@@ -125,8 +159,8 @@ class ResolvedGAILConfig:
     """A checked configuration with the task file merged in (:meth:`GAILConfig.resolved`).
 
     The fields are :class:`GAILConfig`'s, concrete. The ``None`` s left mean "none", not "not
-    given": ``l2l_init`` (start from the Adam clone), ``l2l_max_step`` (no bound) and ``label``
-    (the run is named by its method).
+    given": ``l2l_init`` (start from the Adam clone), ``l2l_max_step`` (no bound), ``l2l_budget``
+    (no constraint) and ``label`` (the run is named by its method).
     """
 
     task: str
@@ -149,6 +183,12 @@ class ResolvedGAILConfig:
     l2l_meta_every: int
     l2l_objective: MetaObjective
     l2l_max_step: float | None
+    l2l_step_norm: StepNorm
+    l2l_step_direction: StepDirection
+    l2l_constraint: Constraint
+    l2l_budget: float | None
+    l2l_dual_lr: float
+    l2l_heldout: Heldout
     ppo: dict[str, Any]
     label: str | None
 
@@ -220,15 +260,27 @@ def _resolve(values: Mapping[str, Any]) -> ResolvedGAILConfig:
     objective = _choice(values["l2l_objective"], META_OBJECTIVES, "--l2l-objective")
     target = _choice(values["l2l_target"], L2L_TARGETS, "--l2l-target")
     rule = _choice(values["l2l_rule"], L2L_RULES, "--l2l-rule")
+    step_norm = _choice(values["l2l_step_norm"], STEP_NORMS, "--l2l-step-norm")
+    direction = _choice(values["l2l_step_direction"], STEP_DIRECTIONS, "--l2l-step-direction")
+    if direction == "adam" and step_norm != "learned":
+        raise L2LError("--l2l-step-direction adam takes the norm of phi's step (the adam-matched control): "
+                       "leave --l2l-step-norm learned (Adam's direction at Adam's norm is --method gail)")
+    constraint = _choice(values["l2l_constraint"], CONSTRAINTS, "--l2l-constraint")
+    heldout = _choice(values["l2l_heldout"], HELDOUTS, "--l2l-heldout")
     label = values["label"]
     if label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label):
         raise L2LError(f"--label {label!r} must be a directory name: letters, digits, '.', '_', '-'")
     count = {key: _positive_int(key, values[key]) for key in (
         "timesteps", "demo_episodes", "eval_every", "eval_episodes", "n_envs", "demo_batch_size",
         "n_disc_updates_per_round", "l2l_meta_every")}
-    rate = {key: _non_negative(key, values[key]) for key in ("disc_lr", "gp_coef", "l2l_meta_lr")}
+    rate = {key: _non_negative(key, values[key])
+            for key in ("disc_lr", "gp_coef", "l2l_meta_lr", "l2l_dual_lr")}
     max_step = values["l2l_max_step"]
     max_step = None if max_step is None else _non_negative("l2l_max_step", max_step)
+    budget = values["l2l_budget"]
+    if (budget is None) != (constraint == "none"):
+        raise L2LError("--l2l-budget goes with --l2l-constraint logit or kl: give both or neither")
+    budget = None if budget is None else _non_negative("l2l_budget", budget)
     ppo = dict(values["ppo"])
     steps = round_steps(count["n_envs"], ppo)
     if count["timesteps"] < steps:
@@ -255,7 +307,8 @@ def _resolve(values: Mapping[str, Any]) -> ResolvedGAILConfig:
         gp_coef=rate["gp_coef"], l2l_target=target, l2l_rule=rule, l2l_init=l2l_init,
         l2l_meta_lr=rate["l2l_meta_lr"],
         l2l_meta_every=count["l2l_meta_every"], l2l_objective=objective, l2l_max_step=max_step,
-        ppo=ppo, label=label)
+        l2l_step_norm=step_norm, l2l_step_direction=direction, l2l_constraint=constraint,
+        l2l_budget=budget, l2l_dual_lr=rate["l2l_dual_lr"], l2l_heldout=heldout, ppo=ppo, label=label)
 
 
 def _check_ppo_names(ppo: Mapping[str, Any]) -> None:

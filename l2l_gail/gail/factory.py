@@ -25,6 +25,7 @@ from l2l_gail.gail.config import GAILConfig, ResolvedGAILConfig
 from l2l_gail.gail.methods import GAILGPTrainer, GAILTrainer, L2LGAILTrainer
 from l2l_gail.gail.phi_init import adam_clone
 from l2l_gail.gail.policy import L2LPPO, LookaheadPolicyOptimizer
+from l2l_gail.gail.steps import SignSGD
 from l2l_gail.gail.tasks import TaskSpec, load_task
 
 
@@ -119,11 +120,17 @@ def build(prepared: Prepared, log_dir: Path) -> GAILTrainer:
         return L2LGAILTrainer(demonstrations=demonstrations, rng=rng, learned=initial_phi(config),
                               disc_lr=config.disc_lr, meta_lr=config.l2l_meta_lr,
                               meta_every=config.l2l_meta_every, meta_objective=config.l2l_objective,
-                              gp_coef=config.gp_coef, **common)
+                              gp_coef=config.gp_coef, step_norm=config.l2l_step_norm,
+                              step_direction=config.l2l_step_direction, constraint=config.l2l_constraint,
+                              budget=config.l2l_budget, dual_lr=config.l2l_dual_lr,
+                              heldout=config.l2l_heldout, **common)
     adam = {"lr": config.disc_lr}
     if config.method == "gail-gp":
         return GAILGPTrainer(demonstrations=demonstrations, rng=rng, gp_coef=config.gp_coef,
                              disc_opt_kwargs=adam, **common)
+    if config.method == "sign-sgd":
+        return GAILTrainer(demonstrations=demonstrations, rng=rng, disc_opt_cls=SignSGD,
+                           disc_opt_kwargs={"lr": config.disc_lr}, **common)
     return GAILTrainer(demonstrations=demonstrations, rng=rng, disc_opt_kwargs=adam, **common)
 
 
