@@ -87,6 +87,7 @@ def add(mode: argparse.ArgumentParser) -> None:
     from l2l_gail.gail.compare import BASELINE
     from l2l_gail.gail.config import L2L_TARGETS, META_OBJECTIVES, METHODS, GAILConfig
     from l2l_gail.gail.stats import BOOTSTRAP_REPS
+    from l2l_gail.gail.tasks import DEMO_KINDS
 
     sub = add_commands(mode)
     train = add_command(sub, "train", "train one method on one task for several seeds", _train,
@@ -94,7 +95,8 @@ def add(mode: argparse.ArgumentParser) -> None:
                         "(Adam discriminator), gail-gp (+ gradient penalty, Gulrajani et al. 2017 / "
                         "Kostrikov et al. 2019), l2l-gail (learned optimizer trained online on held-out "
                         "discriminator loss). Hyper-parameters come from envs/<task>.yaml; the options "
-                        "below override them. Runs go to RUNS_DIR/gail/<experiment>/<method>/seed<k>/.")
+                        "below override them. The generator is evaluated on the task's true reward in its "
+                        "standard environment, whatever --fixed-horizon. Runs go to RUNS_DIR/gail/<experiment>/<method>/seed<k>/.")
     train.add_argument("--task", required=True, help=TASK_HELP)
     train.add_argument("--method", required=True, metavar="{" + ",".join(METHODS) + "}",
                        help="the discriminator update: Adam (gail), Adam with a gradient penalty "
@@ -103,7 +105,7 @@ def add(mode: argparse.ArgumentParser) -> None:
     train.add_argument("--experiment", default=None,
                        help="experiment name: runs go to RUNS_DIR/gail/<experiment>/ (default: the task)")
     add_dataclass_options(train, GAILConfig, skip=("task", "method", "seed", "l2l_target"),
-                          choices={"l2l_objective": META_OBJECTIVES})
+                          choices={"l2l_objective": META_OBJECTIVES, "demos": DEMO_KINDS})
     train.add_argument("--l2l-target", default="discriminator", choices=L2L_TARGETS,
                        help="l2l-gail: what the learned optimizer steps")
     train.add_argument("--ppo", action="append", default=[], metavar="KEY=VALUE",
