@@ -96,7 +96,8 @@ def add(mode: argparse.ArgumentParser) -> None:
                         "Kostrikov et al. 2019), l2l-gail (learned optimizer trained online on held-out "
                         "discriminator loss). Hyper-parameters come from envs/<task>.yaml; the options "
                         "below override them. The generator is evaluated on the task's true reward in its "
-                        "standard environment, whatever --fixed-horizon. Runs go to RUNS_DIR/gail/<experiment>/<method>/seed<k>/.")
+                        "standard environment, whatever --fixed-horizon. Runs go to "
+                        "RUNS_DIR/gail/<experiment>/<method>/seed<k>/.")
     train.add_argument("--task", required=True, help=TASK_HELP)
     train.add_argument("--method", required=True, metavar="{" + ",".join(METHODS) + "}",
                        help="the discriminator update: Adam (gail), Adam with a gradient penalty "

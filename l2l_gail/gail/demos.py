@@ -264,7 +264,8 @@ def _entry(task: str, data_dir: Path, kind: DemoKind) -> tuple[Path, dict[str, A
         if path.exists():
             raise L2LError(f"{path} has no entry in {Path(data_dir) / MANIFEST}; "
                            f"{_fix(task, path, kind)}")
-        raise L2LError(f"no {kind} demonstrations for task {task!r} in {data_dir}; "
+        what = "demonstrations" if kind == "deterministic" else f"{kind} demonstrations"
+        raise L2LError(f"no {what} for task {task!r} in {data_dir}; "
                        f"create them with `l2l expert collect --task {task}{flag}`")
     if not isinstance(entry, dict) or entry.get("file") != path.name:
         raise L2LError(f"{Path(data_dir) / MANIFEST}: the {kind} entry of {task!r} must name file "
