@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from l2l_gail.cli import main
@@ -58,6 +59,38 @@ def test_collect_writes_a_valid_file(runs_dir: Path, tmp_path: Path,
                                               strict=True))
 
 
+def test_collect_stochastic(runs_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--stochastic samples the PPO expert's actions into <task>-stochastic.npz, beside the
+    deterministic file, from the same policy; both verify and `show` lists both."""
+    assert collect(runs_dir, tmp_path, "--episodes", "2", "--stochastic") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"collect them first with `l2l expert collect --task {TASK}`" in err
+    assert collect(runs_dir, tmp_path, "--episodes", "2", "--seed", "5") == 0
+    deterministic = D.read_demos(TASK, tmp_path)
+    assert collect(runs_dir, tmp_path, "--episodes", "2", "--seed", "5", "--stochastic") == 0
+    assert "sampled from the PPO policy's distribution" in capsys.readouterr().out
+    stochastic = D.read_demos(TASK, tmp_path, kind="stochastic")
+    assert D.demo_path(TASK, tmp_path, "stochastic").name == f"{TASK}-stochastic.npz"
+    np.testing.assert_array_equal(deterministic.obs[0], stochastic.obs[0])  # same initial state
+    assert not np.array_equal(deterministic.acts[:5], stochastic.acts[:5])
+    entry = expert_data.verify(TASK, tmp_path, "stochastic")
+    assert entry["policy_sha256"] == expert_data.verify(TASK, tmp_path)["policy_sha256"]
+    # sampling is seeded
+    assert collect(runs_dir, tmp_path / "again", "--episodes", "2", "--seed", "5") == 0
+    assert collect(runs_dir, tmp_path / "again", "--episodes", "2", "--seed", "5", "--stochastic") == 0
+    again = D.read_demos(TASK, tmp_path / "again", kind="stochastic")
+    assert all((a == b).all() for a, b in zip(stochastic.arrays().values(), again.arrays().values(),
+                                              strict=True))
+    # re-collecting the deterministic kind keeps the stochastic entry
+    assert collect(runs_dir, tmp_path, "--episodes", "3", "--force") == 0
+    assert expert_data.verify(TASK, tmp_path, "stochastic")["episodes"] == 2
+    assert collect(runs_dir, tmp_path, "--episodes", "2", "--stochastic") == 2  # exists: --force
+    capsys.readouterr()
+    assert main(["expert", "show", "--data-dir", str(tmp_path)]) == 0
+    rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines() if line.startswith(TASK)]
+    assert rows == [[TASK, "deterministic"], [TASK, "stochastic"]]
+
+
 def test_collision_is_refused_without_force(runs_dir: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     assert collect(runs_dir, tmp_path, "--episodes", "2") == 0
@@ -97,11 +130,11 @@ def test_show_prints_the_table(runs_dir: Path, tmp_path: Path,
     capsys.readouterr()
     assert main(["expert", "show", "--data-dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["task", "expert", "episodes", "return", "(mean", "+-", "std)", "threshold",
-                                "random", "verified"]
+    assert lines[0].split() == ["task", "actions", "expert", "episodes", "return", "(mean", "+-", "std)",
+                                "threshold", "random", "verified"]
     row = next(line for line in lines if line.startswith(TASK)).split()
     mean_std = f"{entry['mean_return']:.1f} +- {entry['std_return']:.1f}".split()
-    assert row == [TASK, "PPO", "1.024k", "2", *mean_std, "1000", "6.23", "yes"]
+    assert row == [TASK, "deterministic", "PPO", "1.024k", "2", *mean_std, "1000", "6.23", "yes"]
     hopper = next(line for line in lines if line.startswith("hopper"))
     assert hopper.endswith("not collected")
     # a damaged file turns the row to NO, prints the reason and fails the command

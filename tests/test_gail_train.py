@@ -115,16 +115,18 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize(("method", "target", "rule"), [("gail-gp", "discriminator", "lstm"),
-                                                        ("l2l-gail", "both", "lstm"),
-                                                        ("l2l-gail", "both", "mlp")])
-def test_resume_reproduces_an_uninterrupted_run(method: str, target: str, rule: str,
+@pytest.mark.parametrize(("method", "target", "rule", "harness"), [
+    ("gail-gp", "discriminator", "lstm", False), ("l2l-gail", "both", "lstm", False),
+    ("l2l-gail", "both", "mlp", False), ("gail", "discriminator", "lstm", True)])
+def test_resume_reproduces_an_uninterrupted_run(method: str, target: str, rule: str, harness: bool,
                                                 tmp_path: Path) -> None:
+    """... with the harness's observation normalisation (whose statistics the checkpoint must
+    hold) and fixed horizon too."""
     torch.set_num_threads(1)
     config = GAILConfig(task=TASK, method=method, l2l_target=target, l2l_rule=rule, seed=3, timesteps=768,
                         eval_every=256, eval_episodes=1, n_envs=2, demo_batch_size=64,
                         gen_replay_buffer_capacity=256, n_disc_updates_per_round=2,
-                        ppo={"n_steps": 128, "batch_size": 64})
+                        ppo={"n_steps": 128, "batch_size": 64}, obs_norm=harness, fixed_horizon=harness)
     prepared = prepare(config)
     whole = train(prepared, RunDir(tmp_path / "whole", dataclasses.asdict(prepared.config)),
                   progress=False)
@@ -146,6 +148,10 @@ def test_resume_reproduces_an_uninterrupted_run(method: str, target: str, rule: 
         state = torch.load(checkpoints[0], weights_only=True)
         assert state.pop("tb_step") == 257
         torch.save(state, checkpoints[0])
+    if harness:  # the running statistics have moved, and the checkpoint holds them
+        policy = torch.load(checkpoints[0], weights_only=True)["trainer"]["policy"]
+        assert int(policy["features_extractor.normalize.count"]) > 0
+        assert not torch.equal(policy["features_extractor.normalize.running_mean"], torch.zeros(4))
     resumed = train(prepared, RunDir(tmp_path / "cut", dataclasses.asdict(prepared.config), resume=True),
                     resume=True, progress=False)
     assert resumed["history"] == whole["history"]
@@ -154,6 +160,7 @@ def test_resume_reproduces_an_uninterrupted_run(method: str, target: str, rule: 
                  (torch.load(tmp_path / "whole" / "discriminator.pt"),
                   torch.load(tmp_path / "cut" / "discriminator.pt"))):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert ("features_extractor.normalize.running_var" in policy_weights(tmp_path / "cut")) == harness
     if method == "l2l-gail":
         for target_name in ("discriminator", "policy"):
             a = rule_type(rule).load(tmp_path / "whole" / f"phi_{target_name}.pt").state_dict()

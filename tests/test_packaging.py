@@ -91,7 +91,8 @@ def test_an_installed_wheel_finds_its_tasks_and_demonstrations(wheel: Path, tmp_
     show = _run(site, work, *cli, "expert", "show")
     assert show.returncode == 0, show.stderr
     rows = [line.split() for line in show.stdout.splitlines()[2:]]
-    assert [r[0] for r in rows] == list(TASKS) and all(r[-1] == "yes" for r in rows)
+    assert list(dict.fromkeys(r[0] for r in rows)) == list(TASKS) and all(r[-1] == "yes" for r in rows)
+    assert {r[0] for r in rows if r[1] == "stochastic"} == {"hopper", "halfcheetah", "walker2d", "ant"}
 
     # the installed copy is never written to: collect asks for a directory, before any rollout
     collect = _run(site, work, *cli, "expert", "collect", "--task", "hopper", "--episodes", "1")

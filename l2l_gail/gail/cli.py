@@ -96,6 +96,7 @@ def add(mode: argparse.ArgumentParser) -> None:
         GAILConfig,
     )
     from l2l_gail.gail.stats import BOOTSTRAP_REPS
+    from l2l_gail.gail.tasks import DEMO_KINDS
 
     sub = add_commands(mode)
     train = add_command(sub, "train", "train one method on one task for several seeds", _train,
@@ -104,7 +105,8 @@ def add(mode: argparse.ArgumentParser) -> None:
                         "Kostrikov et al. 2019), l2l-gail (learned optimizer trained online on held-out "
                         "discriminator loss; its --l2l-* options give the controls and variants), sign-sgd "
                         "(signSGD, Bernstein et al. 2018). Hyper-parameters come from envs/<task>.yaml; the "
-                        "options below override them. Runs go to "
+                        "options below override them. The generator is evaluated on the task's true reward "
+                        "in its standard environment, whatever --fixed-horizon. Runs go to "
                         "RUNS_DIR/gail/<experiment>/<method>/seed<k>/.")
     train.add_argument("--task", required=True, help=TASK_HELP)
     train.add_argument("--method", required=True, metavar="{" + ",".join(METHODS) + "}",
@@ -116,7 +118,7 @@ def add(mode: argparse.ArgumentParser) -> None:
     add_dataclass_options(train, GAILConfig, skip=("task", "method", "seed", "l2l_target"),
                           choices={"l2l_objective": META_OBJECTIVES, "l2l_step_norm": STEP_NORMS,
                                    "l2l_step_direction": STEP_DIRECTIONS, "l2l_constraint": CONSTRAINTS,
-                                   "l2l_heldout": HELDOUTS})
+                                   "l2l_heldout": HELDOUTS, "demos": DEMO_KINDS})
     train.add_argument("--l2l-target", default="discriminator", choices=L2L_TARGETS,
                        help="l2l-gail: what the learned optimizer steps")
     train.add_argument("--ppo", action="append", default=[], metavar="KEY=VALUE",

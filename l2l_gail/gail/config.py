@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from l2l_gail.errors import L2LError
-from l2l_gail.gail.tasks import TaskSpec, check_kwargs
+from l2l_gail.gail.tasks import DEMO_KINDS, DemoKind, TaskSpec, check_kwargs
 
 Method = Literal["gail", "gail-gp", "l2l-gail", "sign-sgd"]
 L2LTarget = Literal["discriminator", "policy", "both"]
@@ -43,12 +43,18 @@ CONSTRAINTS: tuple[Constraint, ...] = typing.get_args(Constraint)
 HELDOUTS: tuple[Heldout, ...] = typing.get_args(Heldout)
 OMITTED_AT: dict[str, Any] = {"l2l_rule": "lstm", "l2l_step_norm": "learned", "l2l_step_direction": "learned",
                               "l2l_constraint": "none", "l2l_budget": None, "l2l_dual_lr": 1.0,
-                              "l2l_heldout": "fresh"}
+                              "l2l_heldout": "fresh", "obs_norm": False, "fixed_horizon": False,
+                              "demos": "deterministic"}
 """Options added after the first runs, with the value those runs had: ``config.yaml`` leaves an
 option out at that value, so an older run's file, which lacks the key, compares equal on
 ``--resume``."""
 PPO_N_STEPS = 2048
 """stable-baselines3's default ``n_steps``, for a task file whose ``gail.ppo`` leaves it out."""
+ACTIVATIONS = ("tanh", "relu")
+"""The policy's activations ``gail.ppo.activation_fn`` may name (stable-baselines3's default is
+tanh; imitation's tuned hopper and walker2d policies use ReLU)."""
+POLICY_KWARGS = ("net_arch", "activation_fn")
+"""Keys of ``gail.ppo`` that go to the policy (``policy_kwargs``), not to PPO itself."""
 
 _T = TypeVar("_T", bound=str)
 
@@ -91,6 +97,23 @@ class GAILConfig:
     file's gail.disc_lr)"""
     gp_coef: float | None = None
     """gradient-penalty weight of gail-gp (default: the task file's gail.gp_coef)"""
+    obs_norm: bool | None = None
+    """normalise the generator's observations by their running mean and variance (imitation's
+    NormalizeFeaturesExtractor with RunningNorm, as in all of imitation's tuned GAIL configs); the
+    statistics are buffers of the policy, in its checkpoints and policy.zip (default: the task
+    file's gail.obs_norm, else off)"""
+    fixed_horizon: bool | None = None
+    """the generator's training episodes end only at the time limit (gymnasium's
+    terminate_when_unhealthy=False, as imitation's seals environments; any other termination
+    ignored), so the always-positive reward -log(1 - D) pays no bonus for surviving (Kostrikov et
+    al. 2019, arXiv 1809.02925); evaluation on the true reward stays on the standard environment,
+    where the expert's return was measured (default: the task file's gail.fixed_horizon, else
+    off)"""
+    demos: str | None = None
+    """expert demonstrations: deterministic (the expert's mean action) or stochastic (actions
+    sampled from the expert, `l2l expert collect --stochastic`); scores are normalised by the
+    deterministic expert's return either way (default: the task file's gail.demos, else
+    deterministic)"""
     l2l_target: str = "discriminator"
     """l2l-gail: what the learned optimizer steps: discriminator, policy or both"""
     l2l_rule: str = "lstm"
@@ -176,6 +199,9 @@ class ResolvedGAILConfig:
     n_disc_updates_per_round: int
     disc_lr: float
     gp_coef: float
+    obs_norm: bool
+    fixed_horizon: bool
+    demos: DemoKind
     l2l_target: L2LTarget
     l2l_rule: L2LRule
     l2l_init: str | None
@@ -237,6 +263,14 @@ def _positive_int(key: str, value: Any) -> int:
     return value
 
 
+def _flag(key: str, value: Any) -> bool:
+    """A yes/no option: unset (``None``) is its value before the option existed."""
+    value = OMITTED_AT[key] if value is None else value
+    if not isinstance(value, bool):
+        raise L2LError(f"--{key.replace('_', '-')} must be true or false, got {value!r}")
+    return value
+
+
 def _non_negative(key: str, value: Any) -> float:
     if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
         raise L2LError(f"--{key.replace('_', '-')} must be a non-negative number, got {value!r}")
@@ -275,6 +309,8 @@ def _resolve(values: Mapping[str, Any]) -> ResolvedGAILConfig:
         "n_disc_updates_per_round", "l2l_meta_every")}
     rate = {key: _non_negative(key, values[key])
             for key in ("disc_lr", "gp_coef", "l2l_meta_lr", "l2l_dual_lr")}
+    flags = {key: _flag(key, values[key]) for key in ("obs_norm", "fixed_horizon")}
+    demos = _choice(values["demos"] or OMITTED_AT["demos"], DEMO_KINDS, "--demos")
     max_step = values["l2l_max_step"]
     max_step = None if max_step is None else _non_negative("l2l_max_step", max_step)
     budget = values["l2l_budget"]
@@ -287,13 +323,11 @@ def _resolve(values: Mapping[str, Any]) -> ResolvedGAILConfig:
         raise L2LError(
             f"--timesteps {count['timesteps']} is less than one round of {steps} environment steps "
             f"(n_envs {count['n_envs']} x ppo n_steps {ppo.get('n_steps')}); ask for at least {steps}")
-    # None: imitation's default, the generator samples of one round
+    # None: imitation's default, the generator samples of one round. A buffer smaller than one
+    # discriminator batch is allowed: imitation samples it with replacement (its tuned halfcheetah
+    # config keeps 512 transitions for batches of 8192).
     capacity = values["gen_replay_buffer_capacity"]
     capacity = steps if capacity is None else _positive_int("gen_replay_buffer_capacity", capacity)
-    if capacity < count["demo_batch_size"]:
-        raise L2LError(f"the generator replay buffer ({capacity}) is smaller than one "
-                       f"discriminator batch ({count['demo_batch_size']}); raise "
-                       "--gen-replay-buffer-capacity or lower --demo-batch-size")
     _check_ppo_names(ppo)
     l2l_init = values["l2l_init"]
     if l2l_init is not None and not Path(l2l_init).is_file():
@@ -304,7 +338,8 @@ def _resolve(values: Mapping[str, Any]) -> ResolvedGAILConfig:
         eval_episodes=count["eval_episodes"], n_envs=count["n_envs"],
         demo_batch_size=count["demo_batch_size"], gen_replay_buffer_capacity=capacity,
         n_disc_updates_per_round=count["n_disc_updates_per_round"], disc_lr=rate["disc_lr"],
-        gp_coef=rate["gp_coef"], l2l_target=target, l2l_rule=rule, l2l_init=l2l_init,
+        gp_coef=rate["gp_coef"], obs_norm=flags["obs_norm"], fixed_horizon=flags["fixed_horizon"],
+        demos=demos, l2l_target=target, l2l_rule=rule, l2l_init=l2l_init,
         l2l_meta_lr=rate["l2l_meta_lr"],
         l2l_meta_every=count["l2l_meta_every"], l2l_objective=objective, l2l_max_step=max_step,
         l2l_step_norm=step_norm, l2l_step_direction=direction, l2l_constraint=constraint,
@@ -315,8 +350,11 @@ def _check_ppo_names(ppo: Mapping[str, Any]) -> None:
     from stable_baselines3 import PPO  # here, not at the top: --help must not import torch
 
     known = set(inspect.signature(PPO.__init__).parameters) - {"self", "policy", "env"}
-    unknown = sorted(set(ppo) - known - {"net_arch"})
+    unknown = sorted(set(ppo) - known - set(POLICY_KWARGS))
     if unknown:
         raise L2LError(f"bad PPO hyper-parameter(s) {', '.join(unknown)} (from gail.ppo of the "
                        "task file or --ppo); see stable_baselines3.PPO's arguments")
+    if ppo.get("activation_fn", ACTIVATIONS[0]) not in ACTIVATIONS:
+        raise L2LError(f"PPO activation_fn {ppo['activation_fn']!r} (from gail.ppo of the task file or "
+                       f"--ppo): choose one of {', '.join(ACTIVATIONS)}")
     check_kwargs(ppo, PPO.__init__, "PPO hyper-parameter", "gail.ppo of the task file or --ppo")

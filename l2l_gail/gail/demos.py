@@ -23,6 +23,14 @@ key                       dtype        shape / meaning
 ``episode_starts``        int64        ``(E,)`` index of each episode's first transition
 ``episode_lengths``       int64        ``(E,)`` transitions per episode
 ========================  ===========  ======================================================
+
+Two kinds of demonstrations (:data:`~l2l_gail.gail.tasks.DEMO_KINDS`): ``deterministic``
+(``<task>.npz``, the expert's mean action, manifest entry ``tasks.<task>``) and ``stochastic``
+(``<task>-stochastic.npz``, actions sampled from the expert, entry ``tasks.<task>.stochastic``; its
+``actions`` field says how they were sampled). A generator that samples its actions from a
+Gaussian can always be told apart from deterministic demonstrations by a discriminator that still
+generalises; stochastic ones remove that confound. Both kinds come from the same expert policy,
+``policies/<task>.zip``.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ import numpy as np
 from imitation.data.types import TrajectoryWithRew
 
 from l2l_gail.errors import L2LError, first_line
-from l2l_gail.gail.tasks import INSTALLED, TaskSpec, load_task, shipped_dir
+from l2l_gail.gail.tasks import INSTALLED, DemoKind, TaskSpec, load_task, shipped_dir
 from l2l_gail.runs import atomic_write, write_json
 
 DATA_ENV = "L2L_EXPERT_DATA"
@@ -108,9 +116,18 @@ def existing_data_dir(data_dir: Path) -> Path:
     return Path(data_dir)
 
 
-def demo_path(task: str, data_dir: Path = EXPERT_DATA_DIR) -> Path:
-    """``<data_dir>/<task>.npz``."""
-    return Path(data_dir) / f"{task}.npz"
+def demo_path(task: str, data_dir: Path = EXPERT_DATA_DIR, kind: DemoKind = "deterministic") -> Path:
+    """``<data_dir>/<task>.npz``, or ``<task>-stochastic.npz`` for the stochastic kind."""
+    return Path(data_dir) / (f"{task}.npz" if kind == "deterministic" else f"{task}-{kind}.npz")
+
+
+def manifest_entry(manifest: dict[str, Any], task: str, kind: DemoKind = "deterministic") -> Any:
+    """The manifest entry of ``task``'s demonstrations of ``kind`` (None if there is none): the
+    stochastic one is nested in the deterministic one, under ``stochastic``."""
+    entry = manifest["tasks"].get(task)
+    if kind == "deterministic" or not isinstance(entry, dict):
+        return entry
+    return entry.get(kind)
 
 
 def policy_path(task: str, data_dir: Path = EXPERT_DATA_DIR) -> Path:
@@ -147,14 +164,14 @@ def library_versions() -> dict[str, str]:
     return {name: metadata.version(name.replace("_", "-")) for name in VERSIONED}
 
 
-def _fix(task: str, path: Path) -> str:
-    force = " --force" if path.exists() else ""
-    return f"regenerate it with `l2l expert collect --task {task}{force}`"
+def _fix(task: str, path: Path, kind: DemoKind = "deterministic") -> str:
+    flags = (" --stochastic" if kind == "stochastic" else "") + (" --force" if path.exists() else "")
+    return f"regenerate it with `l2l expert collect --task {task}{flags}`"
 
 
 # ----------------------------------------------------------------------------- checks
 def check_demos(demos: Demos, task: TaskSpec, source: Path,
-                entry: dict[str, Any] | None = None) -> None:
+                entry: dict[str, Any] | None = None, kind: DemoKind = "deterministic") -> None:
     """Raise :class:`L2LError` unless ``demos`` fit ``task``'s env and are self-consistent.
 
     Checks dtypes, shapes against the env's observation and action spaces, finiteness, that the
@@ -165,7 +182,7 @@ def check_demos(demos: Demos, task: TaskSpec, source: Path,
     """
 
     def bad(what: str) -> L2LError:
-        return L2LError(f"{source}: {what}; {_fix(task.name, source)}")
+        return L2LError(f"{source}: {what}; {_fix(task.name, source, kind)}")
 
     arrays = demos.arrays()
     for key in FLOAT_KEYS:
@@ -239,26 +256,29 @@ def _check_entry(demos: Demos, entry: dict[str, Any], bad: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- reading
-def _entry(task: str, data_dir: Path) -> tuple[Path, dict[str, Any]]:
-    path = demo_path(task, data_dir)
-    manifest = read_manifest(data_dir)
-    entry = manifest["tasks"].get(task)
+def _entry(task: str, data_dir: Path, kind: DemoKind) -> tuple[Path, dict[str, Any]]:
+    path = demo_path(task, data_dir, kind)
+    entry = manifest_entry(read_manifest(data_dir), task, kind)
+    flag = " --stochastic" if kind == "stochastic" else ""
     if entry is None:
         if path.exists():
             raise L2LError(f"{path} has no entry in {Path(data_dir) / MANIFEST}; "
-                           f"{_fix(task, path)}")
-        raise L2LError(f"no demonstrations for task {task!r} in {data_dir}; "
-                       f"create them with `l2l expert collect --task {task}`")
+                           f"{_fix(task, path, kind)}")
+        what = "demonstrations" if kind == "deterministic" else f"{kind} demonstrations"
+        raise L2LError(f"no {what} for task {task!r} in {data_dir}; "
+                       f"create them with `l2l expert collect --task {task}{flag}`")
     if not isinstance(entry, dict) or entry.get("file") != path.name:
-        raise L2LError(f"{Path(data_dir) / MANIFEST}: the entry of {task!r} must name file "
-                       f"{path.name!r}; {_fix(task, path)}")
+        raise L2LError(f"{Path(data_dir) / MANIFEST}: the {kind} entry of {task!r} must name file "
+                       f"{path.name!r}; {_fix(task, path, kind)}")
     if not path.is_file():
-        raise L2LError(f"{path} is missing but listed in the manifest; {_fix(task, path)}")
+        raise L2LError(f"{path} is missing but listed in the manifest; {_fix(task, path, kind)}")
     return path, entry
 
 
-def read_demos(task: str | TaskSpec, data_dir: Path = EXPERT_DATA_DIR) -> Demos:
-    """Load ``<data_dir>/<task>.npz`` as flat arrays, after checking it against the manifest.
+def read_demos(task: str | TaskSpec, data_dir: Path = EXPERT_DATA_DIR,
+               kind: DemoKind = "deterministic") -> Demos:
+    """Load ``task``'s demonstrations of ``kind`` (:func:`demo_path`) as flat arrays, after
+    checking them against the manifest.
 
     Raises:
         L2LError: one line naming the file and the command that regenerates it, for a missing
@@ -266,25 +286,24 @@ def read_demos(task: str | TaskSpec, data_dir: Path = EXPERT_DATA_DIR) -> Demos:
             any failure of :func:`check_demos`.
     """
     spec = task if isinstance(task, TaskSpec) else load_task(task)
-    path, entry = _entry(spec.name, Path(data_dir))
+    path, entry = _entry(spec.name, Path(data_dir), kind)
+    fix = _fix(spec.name, path, kind)
     if sha256_file(path) != entry.get("sha256"):
-        raise L2LError(f"{path}: sha256 does not match {MANIFEST} (corrupted or replaced file); "
-                       f"{_fix(spec.name, path)}")
+        raise L2LError(f"{path}: sha256 does not match {MANIFEST} (corrupted or replaced file); {fix}")
     if entry.get("env_id") != spec.env_id:
         raise L2LError(f"{path} was collected on {entry.get('env_id')} but task {spec.name!r} "
-                       f"uses {spec.env_id}; {_fix(spec.name, path)}")
+                       f"uses {spec.env_id}; {fix}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             raw = {key: npz[key] for key in npz.files}
     except (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError, zlib.error) as exc:
         reason = first_line(exc)
-        raise L2LError(f"{path}: not a readable demonstrations archive ({reason}); "
-                       f"{_fix(spec.name, path)}") from exc
+        raise L2LError(f"{path}: not a readable demonstrations archive ({reason}); {fix}") from exc
     missing = [k for k in Demos.__dataclass_fields__ if k not in raw]
     if missing:
-        raise L2LError(f"{path}: missing array(s) {', '.join(missing)}; {_fix(spec.name, path)}")
+        raise L2LError(f"{path}: missing array(s) {', '.join(missing)}; {fix}")
     demos = Demos(**{k: raw[k] for k in Demos.__dataclass_fields__})
-    check_demos(demos, spec, path, entry)
+    check_demos(demos, spec, path, entry, kind)
     return demos
 
 
@@ -305,31 +324,34 @@ def to_trajectories(demos: Demos) -> list[TrajectoryWithRew]:
 
 
 def load_demos(task: str | TaskSpec, data_dir: Path = EXPERT_DATA_DIR,
-               n_episodes: int | None = None) -> list[TrajectoryWithRew]:
+               n_episodes: int | None = None, kind: DemoKind = "deterministic") -> list[TrajectoryWithRew]:
     """The verified demonstrations of ``task`` as ``imitation`` trajectories.
 
     Args:
         task: a task name (``envs/<task>.yaml``) or its spec.
-        data_dir: where ``<task>.npz`` and ``MANIFEST.json`` live.
+        data_dir: where the demonstrations (:func:`demo_path`) and ``MANIFEST.json`` live.
         n_episodes: keep only the first ``n_episodes`` episodes (all by default).
+        kind: ``deterministic`` or ``stochastic`` (:data:`~l2l_gail.gail.tasks.DEMO_KINDS`).
     """
-    demos = read_demos(task, data_dir)
+    demos = read_demos(task, data_dir, kind)
     trajectories = to_trajectories(demos)
     if n_episodes is not None:
         if not 0 < n_episodes <= len(trajectories):
             name = task if isinstance(task, str) else task.name
+            flag = " --stochastic" if kind == "stochastic" else ""
             raise L2LError(f"asked for {n_episodes} demonstration episodes of {name!r} but "
-                           f"{demo_path(name, data_dir)} holds {len(trajectories)}; ask for "
+                           f"{demo_path(name, data_dir, kind)} holds {len(trajectories)}; ask for "
                            f"between 1 and {len(trajectories)}, or collect more with "
-                           f"`l2l expert collect --task {name} --episodes N --force`")
+                           f"`l2l expert collect --task {name}{flag} --episodes N --force`")
         trajectories = trajectories[:n_episodes]
     return trajectories
 
 
 # ----------------------------------------------------------------------------- writing
-def refuse_overwrite(task: str, data_dir: Path = EXPERT_DATA_DIR) -> None:
-    """Raise unless ``<data_dir>/<task>.npz`` is free (callers skip this under ``--force``)."""
-    path = demo_path(task, data_dir)
+def refuse_overwrite(task: str, data_dir: Path = EXPERT_DATA_DIR, kind: DemoKind = "deterministic") -> None:
+    """Raise unless ``task``'s demonstrations of ``kind`` are free (callers skip this under
+    ``--force``)."""
+    path = demo_path(task, data_dir, kind)
     if path.exists():
         raise L2LError(f"{path} already exists: pass --force to overwrite it (and its manifest "
                        "entry and policy)")
@@ -337,22 +359,39 @@ def refuse_overwrite(task: str, data_dir: Path = EXPERT_DATA_DIR) -> None:
 
 def write_demos(task: TaskSpec, demos: Demos, data_dir: Path = EXPERT_DATA_DIR, *,
                 seed: int, policy: Path | None = None, expert_timesteps: int | None = None,
-                force: bool = False) -> Path:
-    """Check ``demos``, write ``<task>.npz`` and the policy copy, and update the manifest.
+                force: bool = False, kind: DemoKind = "deterministic",
+                actions: str = "deterministic") -> Path:
+    """Check ``demos``, write them (:func:`demo_path`) and the policy copy, and update the manifest.
+
+    ``actions`` says how the actions were chosen (the entry's ``actions`` field). Stochastic
+    demonstrations need the task's deterministic ones first and must come from their policy
+    (same sha256): both kinds share ``policies/<task>.zip``. Re-collecting the deterministic kind
+    keeps the stochastic entry; a new policy then fails its verification, which says to
+    re-collect it.
 
     Every file is written atomically; the manifest is written last, so an interruption leaves
     either the old consistent state or a file the loader rejects by its sha256.
     """
     data_dir = Path(data_dir)
-    path = demo_path(task.name, data_dir)
+    path = demo_path(task.name, data_dir, kind)
     if not force:
-        refuse_overwrite(task.name, data_dir)
-    check_demos(demos, task, path)
+        refuse_overwrite(task.name, data_dir, kind)
+    check_demos(demos, task, path, kind=kind)
     manifest = read_manifest(data_dir)
+    base = manifest["tasks"].get(task.name)
+    if kind != "deterministic":
+        if not isinstance(base, dict):
+            raise L2LError(f"no deterministic demonstrations of {task.name!r} in {data_dir}: collect "
+                           f"them first with `l2l expert collect --task {task.name}` (both kinds "
+                           "share its policy)")
+        if policy is None or sha256_file(policy) != base.get("policy_sha256"):
+            raise L2LError(f"{policy} is not the expert of the deterministic demonstrations "
+                           f"({policy_path(task.name, data_dir)}): pass --policy that file, or "
+                           "re-collect the deterministic ones from this policy first")
     atomic_write(path, lambda tmp: _savez(tmp, demos))
     returns = demos.returns()
     entry: dict[str, Any] = {
-        "file": path.name, "sha256": sha256_file(path), "env_id": task.env_id,
+        "file": path.name, "sha256": sha256_file(path), "env_id": task.env_id, "actions": actions,
         "episodes": len(demos.episode_starts), "transitions": len(demos.rews),
         "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
         "min_return": float(np.min(returns)), "random_return": task.random_return,
@@ -366,7 +405,12 @@ def write_demos(task: TaskSpec, demos: Demos, data_dir: Path = EXPERT_DATA_DIR, 
             atomic_write(target, lambda tmp: shutil.copyfile(policy, tmp))
         entry["policy"] = target.relative_to(data_dir).as_posix()
         entry["policy_sha256"] = sha256_file(target)
-    manifest["tasks"][task.name] = entry
+    if kind == "deterministic":
+        if isinstance(base, dict) and "stochastic" in base:
+            entry["stochastic"] = base["stochastic"]
+        manifest["tasks"][task.name] = entry
+    else:
+        manifest["tasks"][task.name][kind] = entry
     manifest["tasks"] = dict(sorted(manifest["tasks"].items()))
     write_json(data_dir / MANIFEST, manifest)
     return path

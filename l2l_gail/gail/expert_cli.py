@@ -54,20 +54,22 @@ def _random(args: argparse.Namespace) -> None:
 def _collect(args: argparse.Namespace) -> None:
     from l2l_gail.gail import demos, expert_data
     from l2l_gail.gail.expert import set_threads
-    from l2l_gail.gail.tasks import load_task
+    from l2l_gail.gail.tasks import DemoKind, load_task
 
     task = load_task(args.task)
+    kind: DemoKind = "stochastic" if args.stochastic else "deterministic"
     data_dir = args.data_dir or demos.writable_data_dir()
     if not args.force:
-        demos.refuse_overwrite(task.name, data_dir)  # before any rollout
+        demos.refuse_overwrite(task.name, data_dir, kind)  # before any rollout
     policy = args.policy or expert_data.default_policy(task.name, args.runs_dir, data_dir)
     set_threads(args.threads)
-    print(f"rolling out {policy} for {args.episodes} episodes of {task.env_id} (seed {args.seed})")
+    print(f"rolling out {policy} for {args.episodes} episodes of {task.env_id} (seed {args.seed}, "
+          f"{kind} actions)")
     path = expert_data.collect(task, policy, args.episodes, args.seed, data_dir=data_dir,
-                         force=args.force)
-    entry = demos.read_manifest(data_dir)["tasks"][task.name]
+                               force=args.force, stochastic=args.stochastic)
+    entry = demos.manifest_entry(demos.read_manifest(data_dir), task.name, kind)
     print(f"wrote {path}: {entry['episodes']} episodes, {entry['transitions']} transitions, "
-          f"return {entry['mean_return']:.1f} +- {entry['std_return']:.1f}")
+          f"return {entry['mean_return']:.1f} +- {entry['std_return']:.1f} ({entry['actions']})")
     if entry["mean_return"] < entry["expert_threshold"]:
         print(f"note: below the task's expert threshold {entry['expert_threshold']:.0f}")
 
@@ -80,7 +82,7 @@ def _show(args: argparse.Namespace) -> int:
     print(table)
     failed = [s for s in statuses if not s.ok]
     for status in failed:
-        print(f"{status.task}: {status.error}")
+        print(f"{status.task} ({status.kind}): {status.error}")
     return 1 if failed else 0
 
 
@@ -106,10 +108,11 @@ def add(mode: argparse.ArgumentParser) -> None:
     rnd.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     col = add_command(sub, "collect", "roll out a task's expert into expert_data/<task>.npz and update "
                       "MANIFEST.json", _collect,
-                      "Roll out a task's expert into <data dir>/<task>.npz, copy the policy to "
-                      "<data dir>/policies/<task>.zip and update <data dir>/MANIFEST.json. The data dir is "
-                      "--data-dir, else $L2L_EXPERT_DATA, else expert_data/ of the source checkout; the "
-                      "copy a non-editable install puts in site-packages is never written to.")
+                      "Roll out a task's expert into <data dir>/<task>.npz (with --stochastic: "
+                      "<task>-stochastic.npz), copy the policy to <data dir>/policies/<task>.zip and update "
+                      "<data dir>/MANIFEST.json. The data dir is --data-dir, else $L2L_EXPERT_DATA, else "
+                      "expert_data/ of the source checkout; the copy a non-editable install puts in "
+                      "site-packages is never written to.")
     col.add_argument("--task", required=True, help=TASK_HELP)
     col.add_argument("--episodes", type=int, default=50, help="episodes to roll out")
     col.add_argument("--policy", type=Path, default=None,
@@ -121,8 +124,13 @@ def add(mode: argparse.ArgumentParser) -> None:
                      "expert_data/ of the source checkout)")
     col.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     col.add_argument("--threads", type=int, default=1, help="torch threads")
+    col.add_argument("--stochastic", action="store_true",
+                     help="sample the actions from the expert instead of taking its mean action: a "
+                     "PPO/SAC policy's own Gaussian, or for a TD3 actor the Gaussian exploration noise it "
+                     "was trained with (expert.hyperparams.action_noise_std), clipped to the action "
+                     "bounds; needs the task's deterministic demonstrations from the same policy")
     col.add_argument("--force", action="store_true",
-                     help="overwrite existing demonstrations of the task")
+                     help="overwrite existing demonstrations of the task (of this kind)")
     show = add_command(sub, "show", "list the demonstrations and verify them against MANIFEST.json "
                        "(exit status 1 if any fails)", _show)
     show.add_argument("--data-dir", type=Path, default=None, help=DATA_HELP)

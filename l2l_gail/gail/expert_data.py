@@ -21,6 +21,7 @@ from l2l_gail.gail.demos import (
     FLOAT_KEYS,
     MANIFEST,
     Demos,
+    manifest_entry,
     policy_path,
     read_demos,
     read_manifest,
@@ -28,7 +29,7 @@ from l2l_gail.gail.demos import (
     sha256_file,
     write_demos,
 )
-from l2l_gail.gail.tasks import TaskSpec, load_task, task_names
+from l2l_gail.gail.tasks import DEMO_KINDS, DemoKind, TaskSpec, load_task, task_names
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,58 @@ class DemoStatus:
     task: str
     entry: dict[str, Any]
     error: str | None
+    kind: DemoKind = "deterministic"
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
-def rollout(task: TaskSpec, model: Any, episodes: int, seed: int) -> Demos:
-    """Roll out ``model`` deterministically for ``episodes`` episodes (episode ``i`` seeded
-    ``seed + i``), recording exactly the (float32) action that is applied to the env."""
+class ActionSampler:
+    """The expert's actions for demonstrations: its mean action, or one sampled from it.
+
+    Sampled means the distribution the expert acts with while it learns. A PPO or SAC policy has
+    its own Gaussian (SAC's squashed), drawn by ``predict(deterministic=False)`` from torch's
+    RNG, seeded here. A TD3 actor is deterministic: its training actions were the actor's plus
+    Gaussian exploration noise of std ``expert.hyperparams.action_noise_std`` in the action space
+    scaled to [-1, 1], clipped there (stable-baselines3's ``_sample_action``), and so are these,
+    with the noise drawn from ``np.random.default_rng(seed)``.
+    """
+
+    def __init__(self, task: TaskSpec, model: Any, *, stochastic: bool, seed: int) -> None:
+        import torch
+        from stable_baselines3 import TD3
+
+        self.model, self.stochastic, self.noise_std = model, stochastic, None
+        self.description = "deterministic"
+        if not stochastic:
+            return
+        if isinstance(model, TD3):
+            std = task.expert["hyperparams"].get("action_noise_std")
+            if std is None:
+                raise L2LError(f"{task.path}: expert.hyperparams has no action_noise_std, the "
+                               "exploration noise a TD3 expert's actions are sampled with")
+            self.noise_std, self.rng = float(std), np.random.default_rng(seed)
+            self.description = (f"sampled: TD3 actor + N(0, {std:g}^2) exploration noise in the "
+                                "[-1, 1]-scaled action space, clipped (as in its training)")
+        else:
+            torch.manual_seed(seed)
+            self.description = f"sampled from the {task.expert['algo'].upper()} policy's distribution"
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """The action for observation ``obs``, as float32 in the env's action space."""
+        action, _ = self.model.predict(obs, deterministic=not self.stochastic)
+        if self.noise_std is not None:
+            policy = self.model.policy
+            scaled = policy.scale_action(action) + self.rng.normal(0.0, self.noise_std, np.shape(action))
+            action = policy.unscale_action(np.clip(scaled, -1.0, 1.0))
+        return np.asarray(action, dtype=np.float32)
+
+
+def rollout(task: TaskSpec, act: Any, episodes: int, seed: int) -> Demos:
+    """Roll out the policy ``act`` (observation -> float32 action, e.g. an
+    :class:`ActionSampler`) for ``episodes`` episodes (episode ``i`` seeded ``seed + i``),
+    recording exactly the action that is applied to the env."""
     if episodes <= 0:
         raise L2LError(f"--episodes must be positive, got {episodes}")
     env = task.make_env()
@@ -57,8 +101,7 @@ def rollout(task: TaskSpec, model: Any, episodes: int, seed: int) -> Demos:
             obs, _ = env.reset(seed=seed + ep)
             steps, done = 0, False
             while not done:
-                action, _ = model.predict(obs, deterministic=True)
-                action = np.asarray(action, dtype=np.float32)
+                action = act(obs)
                 next_obs, reward, term, trunc, _ = env.step(action)
                 for key, value in zip(FLOAT_KEYS + FLAG_KEYS,
                                       (obs, action, next_obs, reward, term, trunc), strict=True):
@@ -77,20 +120,24 @@ def rollout(task: TaskSpec, model: Any, episodes: int, seed: int) -> Demos:
 
 
 def collect(task: TaskSpec, policy: Path, episodes: int, seed: int = 0, *,
-            data_dir: Path = EXPERT_DATA_DIR, force: bool = False) -> Path:
-    """Roll out the expert saved at ``policy`` and write its demonstrations (:func:`write_demos`).
+            data_dir: Path = EXPERT_DATA_DIR, force: bool = False, stochastic: bool = False) -> Path:
+    """Roll out the expert saved at ``policy`` and write its demonstrations (:func:`write_demos`):
+    its mean actions, or with ``stochastic`` actions sampled from it (:class:`ActionSampler`).
 
-    Returns the path of the written ``<task>.npz``. Refuses to replace an existing file unless
-    ``force`` is set; the check runs before the (possibly long) rollout.
+    Returns the path of the written file. Refuses to replace an existing file unless ``force``
+    is set; the check runs before the (possibly long) rollout.
     """
     from l2l_gail.gail.expert import load_expert
 
+    kind: DemoKind = "stochastic" if stochastic else "deterministic"
     if not force:
-        refuse_overwrite(task.name, data_dir)
+        refuse_overwrite(task.name, data_dir, kind)
     model = load_expert(task, policy)
-    demos = rollout(task, model, episodes, seed)
+    sampler = ActionSampler(task, model, stochastic=stochastic, seed=seed)
+    demos = rollout(task, sampler, episodes, seed)
     return write_demos(task, demos, data_dir, seed=seed, policy=Path(policy),
-                       expert_timesteps=int(model.num_timesteps), force=force)
+                       expert_timesteps=int(model.num_timesteps), force=force, kind=kind,
+                       actions=sampler.description)
 
 
 def default_policy(task: str, runs_dir: Path | None = None,
@@ -113,29 +160,37 @@ def default_policy(task: str, runs_dir: Path | None = None,
                    f"train one with `l2l expert train --task {task}` or pass --policy PATH")
 
 
-def verify(task: str, data_dir: Path = EXPERT_DATA_DIR) -> dict[str, Any]:
-    """Fully check a task's shipped files (demonstrations and policy); return its manifest entry."""
+def verify(task: str, data_dir: Path = EXPERT_DATA_DIR, kind: DemoKind = "deterministic") -> dict[str, Any]:
+    """Fully check a task's shipped files of ``kind`` (demonstrations and policy); return its
+    manifest entry."""
     spec = load_task(task)
-    read_demos(spec, data_dir)
-    entry = read_manifest(data_dir)["tasks"][task]
+    read_demos(spec, data_dir, kind)
+    entry = manifest_entry(read_manifest(data_dir), task, kind)
     if "policy" in entry:
         policy = Path(data_dir) / entry["policy"]
         if not policy.is_file() or sha256_file(policy) != entry.get("policy_sha256"):
-            raise L2LError(f"{policy}: missing, or its sha256 does not match {MANIFEST}; "
-                           f"restore it with `git checkout -- {policy}` or re-collect with "
-                           f"`l2l expert collect --task {task} --policy <expert zip> --force`")
+            flag = " --stochastic" if kind == "stochastic" else ""
+            raise L2LError(f"{policy}: missing, or its sha256 does not match the {kind} entry of "
+                           f"{MANIFEST}; restore it with `git checkout -- {policy}` or re-collect with "
+                           f"`l2l expert collect --task {task}{flag} --policy <expert zip> --force`")
     return entry
 
 
 def verify_all(data_dir: Path = EXPERT_DATA_DIR) -> list[DemoStatus]:
-    """Verify every manifest entry; failures are reported, not raised."""
+    """Verify every manifest entry, of every kind; failures are reported, not raised."""
     statuses = []
-    for task, entry in sorted(read_manifest(data_dir)["tasks"].items()):
-        try:
-            verify(task, data_dir)
-            statuses.append(DemoStatus(task, entry if isinstance(entry, dict) else {}, None))
-        except L2LError as exc:
-            statuses.append(DemoStatus(task, entry if isinstance(entry, dict) else {}, str(exc)))
+    manifest = read_manifest(data_dir)
+    for task in sorted(manifest["tasks"]):
+        for kind in DEMO_KINDS:
+            entry = manifest_entry(manifest, task, kind)
+            if entry is None:
+                continue
+            entry = entry if isinstance(entry, dict) else {}
+            try:
+                verify(task, data_dir, kind)
+                statuses.append(DemoStatus(task, entry, None, kind))
+            except L2LError as exc:
+                statuses.append(DemoStatus(task, entry, str(exc), kind))
     return statuses
 
 
@@ -154,12 +209,14 @@ def expert_label(entry: dict[str, Any]) -> str:
 def status_table(data_dir: Path = EXPERT_DATA_DIR) -> tuple[str, list[DemoStatus]]:
     """The text table of ``l2l expert show`` and the verification results behind it.
 
-    One row per task with a spec file or a manifest entry: the expert (algorithm and training
-    steps), episodes, return mean +- std, the expert threshold and random return of the task
-    file, and whether the files verify.
+    One row per task with a spec file or a manifest entry, and one more per task with stochastic
+    demonstrations: the kind of actions, the expert (algorithm and training steps), episodes,
+    return mean +- std, the expert threshold and random return of the task file, and whether the
+    files verify.
     """
-    statuses = {s.task: s for s in verify_all(data_dir)}
-    header = ("task", "expert", "episodes", "return (mean +- std)", "threshold", "random",
+    statuses = verify_all(data_dir)
+    by_key = {(s.task, s.kind): s for s in statuses}
+    header = ("task", "actions", "expert", "episodes", "return (mean +- std)", "threshold", "random",
               "verified")
     rows = [header]
     for task in known_tasks(data_dir):
@@ -168,17 +225,19 @@ def status_table(data_dir: Path = EXPERT_DATA_DIR) -> tuple[str, list[DemoStatus
             threshold, random = f"{spec.expert['threshold']:.0f}", f"{spec.random_return:.2f}"
         except L2LError:
             threshold = random = "?"
-        status = statuses.get(task)
-        if status is None:
-            rows.append((task, "-", "-", "-", threshold, random, "not collected"))
-            continue
-        entry = status.entry
-        mean, std = entry.get("mean_return"), entry.get("std_return")
-        numeric = all(isinstance(v, int | float) for v in (mean, std))
-        ret = f"{mean:.1f} +- {std:.1f}" if numeric else "?"
-        rows.append((task, expert_label(entry), str(entry.get("episodes", "?")), ret, threshold, random,
-                     "yes" if status.ok else "NO"))
+        for kind in DEMO_KINDS:
+            status = by_key.get((task, kind))
+            if status is None:
+                if kind == "deterministic":
+                    rows.append((task, kind, "-", "-", "-", threshold, random, "not collected"))
+                continue
+            entry = status.entry
+            mean, std = entry.get("mean_return"), entry.get("std_return")
+            numeric = all(isinstance(v, int | float) for v in (mean, std))
+            ret = f"{mean:.1f} +- {std:.1f}" if numeric else "?"
+            rows.append((task, kind, expert_label(entry), str(entry.get("episodes", "?")), ret, threshold,
+                         random, "yes" if status.ok else "NO"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines), list(statuses.values())
+    return "\n".join(lines), statuses

@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.envs.registration import load_env_creator
 from imitation.data import rollout, types
+from imitation.policies.base import NormalizeFeaturesExtractor
 from imitation.rewards.reward_nets import BasicRewardNet
 from imitation.util import logger as imitation_logger
 from imitation.util import networks
@@ -21,7 +25,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from l2l_gail.core import LSTMRuleConfig, MLPRule, MLPRuleConfig, UpdateRule
 from l2l_gail.errors import L2LError, first_line
 from l2l_gail.gail import demos as demo_files
-from l2l_gail.gail.config import GAILConfig, ResolvedGAILConfig
+from l2l_gail.gail.config import POLICY_KWARGS, GAILConfig, ResolvedGAILConfig
 from l2l_gail.gail.methods import GAILGPTrainer, GAILTrainer, L2LGAILTrainer
 from l2l_gail.gail.phi_init import adam_clone
 from l2l_gail.gail.policy import L2LPPO, LookaheadPolicyOptimizer
@@ -53,7 +57,10 @@ def prepare(config: GAILConfig, data_dir: Path | None = None) -> Prepared:
     task = load_task(config.task)
     resolved = config.resolved(task)
     data_dir = data_dir or demo_files.EXPERT_DATA_DIR
-    trajectories = demo_files.load_demos(task, data_dir, n_episodes=resolved.demo_episodes)
+    trajectories = demo_files.load_demos(task, data_dir, n_episodes=resolved.demo_episodes,
+                                         kind=resolved.demos)
+    # the deterministic expert's return, whichever demonstrations: the generator is evaluated
+    # deterministically, and scores stay comparable across --demos
     expert_return = float(demo_files.read_manifest(data_dir)["tasks"][task.name]["mean_return"])
     if not expert_return > task.random_return:
         raise L2LError(f"the demonstrations' return {expert_return} is not above the random "
@@ -79,6 +86,49 @@ def initial_phi(config: ResolvedGAILConfig) -> UpdateRule:
     return lstm
 
 
+class IgnoreTermination(gym.Wrapper):  # type: ignore[type-arg]
+    """Report every step as not terminated, so that only the time limit (``truncated``) ends an
+    episode: a fixed horizon for an environment that has no option for it."""
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, reward, _, truncated, info = self.env.step(action)
+        return obs, reward, False, truncated, info
+
+
+def make_train_env(task: TaskSpec, fixed_horizon: bool) -> gym.Env:  # type: ignore[type-arg]
+    """One of the generator's training environments; with ``fixed_horizon`` one whose episodes
+    end only at the time limit.
+
+    A fixed horizon is what imitation's seals MuJoCo environments do: gymnasium's
+    ``terminate_when_unhealthy=False`` where the environment takes it (Hopper, Walker2d, Ant: the
+    simulation goes on after a fall, and the true reward, which only the logged episode returns
+    read, pays the healthy bonus only while healthy); any other termination (HalfCheetah has none,
+    InvertedPendulum's fallen pole) is ignored (:class:`IgnoreTermination`). Episodes that end
+    when the robot falls leak the reward: with GAIL's always-positive ``-log(1 - D)`` every step
+    survived is paid (Kostrikov et al. 2019, arXiv 1809.02925).
+    """
+    if not fixed_horizon:
+        return task.make_env()
+    entry = gym.spec(task.env_id).entry_point
+    creator = load_env_creator(entry) if isinstance(entry, str) else entry
+    takes = callable(creator) and "terminate_when_unhealthy" in inspect.signature(creator).parameters
+    options = {"terminate_when_unhealthy": False} if takes else {}
+    return IgnoreTermination(task.make_env(**options))
+
+
+def policy_kwargs(config: ResolvedGAILConfig) -> dict[str, Any]:
+    """The generator policy's ``policy_kwargs``: ``gail.ppo``'s policy keys (``net_arch``,
+    ``activation_fn``) and, with ``obs_norm``, imitation's running observation normalisation (its
+    statistics are buffers of the policy: in its ``state_dict``, hence in every checkpoint)."""
+    kwargs: dict[str, Any] = {key: config.ppo[key] for key in POLICY_KWARGS if key in config.ppo}
+    if "activation_fn" in kwargs:
+        kwargs["activation_fn"] = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[kwargs["activation_fn"]]
+    if config.obs_norm:
+        kwargs.update(features_extractor_class=NormalizeFeaturesExtractor,
+                      features_extractor_kwargs={"normalize_class": networks.RunningNorm})
+    return kwargs
+
+
 def build(prepared: Prepared, log_dir: Path) -> GAILTrainer:
     """The trainer of ``prepared.config.method`` with a fresh generator and discriminator.
 
@@ -87,20 +137,19 @@ def build(prepared: Prepared, log_dir: Path) -> GAILTrainer:
     """
     config, task = prepared.config, prepared.task
     _seed_everything(config.seed)
-    venv = DummyVecEnv([lambda: Monitor(task.make_env()) for _ in range(config.n_envs)])
-    ppo_kwargs = dict(config.ppo)
-    policy_kwargs: dict[str, Any] = {}
-    if "net_arch" in ppo_kwargs:
-        policy_kwargs["net_arch"] = ppo_kwargs.pop("net_arch")
+    venv = DummyVecEnv([lambda: Monitor(make_train_env(task, config.fixed_horizon))
+                        for _ in range(config.n_envs)])
+    ppo_kwargs = {k: v for k, v in config.ppo.items() if k not in POLICY_KWARGS}
+    policy = policy_kwargs(config)
     algo: type[PPO] = PPO
     if config.l2l_policy:
         algo = L2LPPO
-        policy_kwargs.update(optimizer_class=LookaheadPolicyOptimizer, optimizer_kwargs={
+        policy.update(optimizer_class=LookaheadPolicyOptimizer, optimizer_kwargs={
             "learned": initial_phi(config), "meta_lr": config.l2l_meta_lr,
             "meta_every": config.l2l_meta_every})
     try:
         gen_algo = algo("MlpPolicy", venv, seed=config.seed, verbose=0, device="cpu",
-                        policy_kwargs=policy_kwargs, **ppo_kwargs)
+                        policy_kwargs=policy, **ppo_kwargs)
     except (TypeError, ValueError, AssertionError) as exc:  # SB3 validates with assert
         reason = first_line(exc)
         raise L2LError(f"bad PPO hyper-parameter ({reason}); check gail.ppo in {task.path} "
@@ -113,8 +162,9 @@ def build(prepared: Prepared, log_dir: Path) -> GAILTrainer:
         "reward_net": reward_net, "n_disc_updates_per_round": config.n_disc_updates_per_round,
         "gen_replay_buffer_capacity": config.gen_replay_buffer_capacity,
         "custom_logger": imitation_logger.configure(log_dir, format_strs=[]),
-        # Episodes end when the robot falls: a fixed horizon would need absorbing states.
-        "allow_variable_horizon": True,
+        # Without a fixed horizon episodes end when the robot falls; with one, imitation checks
+        # that every generator episode has the same length.
+        "allow_variable_horizon": not config.fixed_horizon,
     }
     if config.l2l_discriminator:
         return L2LGAILTrainer(demonstrations=demonstrations, rng=rng, learned=initial_phi(config),

@@ -78,9 +78,16 @@ SCHEMA: dict[str, Any] = {
         "n_disc_updates_per_round": int,
         "disc_lr": float,
         "gp_coef": float,
+        "obs_norm?": bool,
+        "fixed_horizon?": bool,
+        "demos?": str,
         "ppo": dict,
     },
 }
+DemoKind = typing.Literal["deterministic", "stochastic"]
+DEMO_KINDS: tuple[DemoKind, ...] = typing.get_args(DemoKind)
+"""The kinds of expert demonstrations (:mod:`l2l_gail.gail.demos`): the expert's mean action, or
+actions sampled from it."""
 
 
 @dataclass(frozen=True)
