@@ -93,7 +93,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Sequen
     """
     correct, seconds = evaluate_per_example(model, x, y, attacks, batch_size=batch_size, device=device,
                                             progress=progress, subset_sizes=subset_sizes)
-    n = len(y)
+    return summarise(correct, seconds)
+
+
+def summarise(correct: Mapping[str, torch.Tensor], seconds: Mapping[str, float]) -> dict[str, float]:
+    """:func:`evaluate`'s dict from :func:`evaluate_per_example`'s flags and seconds."""
+    n = len(correct["clean"])
     worst = worst_case(correct)
     out: dict[str, float] = {f"{k}_acc": float(v.float().mean()) if len(v) else float("nan")
                              for k, v in correct.items()}
@@ -123,6 +128,17 @@ def robust_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
     on the ``len(y)`` images given. Returns :func:`evaluate`'s dict; ``worst_case_acc`` is the
     robust accuracy. ``seed`` fixes PGD's random starts and AutoAttack's.
     """
+    attacks, sizes = robust_attacks(eps, pgd_steps=pgd_steps, pgd_restarts=pgd_restarts, pgd_step=pgd_step,
+                                    apgd=apgd, autoattack_n=autoattack_n, seed=seed)
+    torch.manual_seed(seed)
+    return evaluate(model, x, y, attacks, batch_size=batch_size, device=device, progress=progress,
+                    subset_sizes=sizes)
+
+
+def robust_attacks(eps: float, *, pgd_steps: int = 50, pgd_restarts: int = 5, pgd_step: float | None = None,
+                   apgd: bool = True, autoattack_n: int = 0, seed: int = 0,
+                   ) -> tuple[list[Attack], dict[str, int]]:
+    """:func:`robust_evaluation`'s attacks and the prefix sizes (``subset_sizes``) they run on."""
     if pgd_steps < 1 or pgd_restarts < 1 or autoattack_n < 0:
         raise L2LError(f"PGD needs steps and restarts >= 1 and the AutoAttack subset >= 0, got "
                        f"{pgd_steps}, {pgd_restarts} and {autoattack_n}")
@@ -133,6 +149,4 @@ def robust_evaluation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
     if autoattack_n:
         attacks.append(AutoAttack(eps, "standard", seed))
         sizes["autoattack"] = autoattack_n
-    torch.manual_seed(seed)
-    return evaluate(model, x, y, attacks, batch_size=batch_size, device=device, progress=progress,
-                    subset_sizes=sizes)
+    return attacks, sizes
