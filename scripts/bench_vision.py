@@ -370,6 +370,16 @@ def run_timing(args: argparse.Namespace) -> None:
         "gflops_per_step": {p: f / 1e9 for p, f in flops.items()}})
 
 
+def only(points: list[str], args: argparse.Namespace) -> list[str]:
+    """``points`` cut to ``--points``, in their own order."""
+    if args.points is None:
+        return points
+    wanted = [p for p in args.points.split(",") if p]
+    if unknown := sorted(set(wanted) - set(points)):
+        raise L2LError(f"--points: {', '.join(unknown)} not among this mode's points ({', '.join(points)})")
+    return [p for p in points if p in wanted]
+
+
 def l2l_options(args: argparse.Namespace) -> list[str]:
     opts = [o for o in args.l2l_options.split(",") if o]
     unknown = set(opts) - set(F.OPTION_SUFFIXES)
@@ -457,7 +467,7 @@ def frontier_main(args: argparse.Namespace) -> int:
                 "progress": args.progress}
     if args.options_study:
         return options_study(args, seeds, sweep_kw)
-    points = F.frontier_points(l2l_options(args))
+    points = only(F.frontier_points(l2l_options(args)), args)
     stage = f"eval-{args.select}"
     jobs = [point_job(p, s, args, stage) for s in seeds for p in points]
     sweep = run_jobs([*jobs, timing_job(points, args)], **sweep_kw)
@@ -484,7 +494,7 @@ def frontier_main(args: argparse.Namespace) -> int:
 
 def options_study(args: argparse.Namespace, seeds: list[int], sweep_kw: dict[str, Any]) -> int:
     """Each official detail's effect on l2l-grad, measured once: last and best epoch of every run."""
-    points = F.option_points(args.study_width)
+    points = only(F.option_points(args.study_width), args)
     sweep = run_jobs([point_job(p, s, args, "eval-last,eval-best") for s in seeds for p in points],
                      **sweep_kw)
     report(sweep)
@@ -634,6 +644,9 @@ def main(argv: list[str] | None = None) -> int:
                         "best-epoch selection (default 1000)")
     p.add_argument("--front-seeds", default="3,4",
                    help="--frontier: the second pass's extra seeds for the front's points (default 3,4)")
+    p.add_argument("--points", default=None,
+                   help="--frontier/--options-study: only these of its points, comma-separated (e.g. to run "
+                        "the PGD-k reference first; default all)")
     p.add_argument("--study-width", type=float, default=0.041,
                    help="--options-study: the attacker width (default 0.041)")
     p.add_argument("--curve-n", type=int, default=200,

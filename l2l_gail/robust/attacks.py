@@ -132,10 +132,15 @@ class PGD(Attack):
         if self.worst_iterate:
             best, best_score = x.clone(), torch.full((len(y),), -float("inf"), device=x.device)
             with torch.enable_grad():
-                for _ in range(self.restarts):
-                    self._run_worst(model, x, y, best, best_score)
-                    if bool(torch.isinf(best_score).all()):
-                        break  # every example is misclassified already
+                for restart in range(self.restarts):
+                    # a restart only attacks the examples no earlier one has broken
+                    todo = torch.arange(len(y), device=x.device) if restart == 0 else \
+                        (best_score != float("inf")).nonzero().squeeze(1)
+                    if len(todo) == 0:
+                        break
+                    sub_best, sub_score = best[todo], best_score[todo]
+                    self._run_worst(model, x[todo], y[todo], sub_best, sub_score)
+                    best[todo], best_score[todo] = sub_best, sub_score
             return best
         with torch.enable_grad():
             best = self._run(model, x, y)

@@ -31,8 +31,10 @@ def evaluate_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, att
 
     Returns one boolean tensor per name -- over all ``len(y)`` images for ``clean``, over the first
     ``subset_sizes[attack.name]`` images for an attack named there (an expensive attack on a prefix
-    of the evaluation set), over all of them otherwise -- and the seconds each attack took.
-    Raises if an attack leaves the eps-ball or [0, 1] (a bug, not a result).
+    of the evaluation set), over all of them otherwise -- and the seconds each attack took. As in
+    AutoAttack, only the examples classified correctly on the clean input are attacked; the others
+    count as broken by every attack. Raises if an attack leaves the eps-ball or [0, 1] (a bug, not
+    a result).
     """
     if batch_size < 1:
         raise L2LError(f"--batch-size must be >= 1, got {batch_size}")
@@ -49,12 +51,14 @@ def evaluate_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, att
                            total=-(-n // batch_size), desc="evaluate", disable=not progress, leave=False):
             sl = slice(start, start + len(yb))
             with torch.no_grad():
-                correct["clean"][sl] = (model(xb).argmax(1) == yb).cpu()
+                clean_ok = model(xb).argmax(1) == yb
+            correct["clean"][sl] = clean_ok.cpu()
             for attack in attacks:
                 keep = max(0, min(len(yb), sizes[attack.name] - start))
-                if keep == 0:
+                idx = clean_ok[:keep].nonzero().squeeze(1)
+                if len(idx) == 0:
                     continue
-                xa, ya = xb[:keep], yb[:keep]
+                xa, ya = xb[idx], yb[idx]
                 t0 = time.perf_counter()
                 x_adv = attack(model, xa, ya)
                 seconds[attack.name] += time.perf_counter() - t0
@@ -62,7 +66,7 @@ def evaluate_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, att
                     raise L2LError(f"attack {attack.name} left the eps-ball or [0, 1]: this is a bug, "
                                    "please report it")
                 with torch.no_grad():
-                    correct[attack.name][start: start + keep] = (model(x_adv).argmax(1) == ya).cpu()
+                    correct[attack.name][start + idx.cpu()] = (model(x_adv).argmax(1) == ya).cpu()
             start += len(yb)
     return correct, seconds
 
