@@ -210,3 +210,22 @@ def test_eval_config_autoattack_subset(tmp_path):
     assert out["autoattack_n"] == 3 and out["n"] == 10 and "worst_case_acc_first_3" in out
     with pytest.raises(L2LError, match="autoattack-subset"):
         T.EvalConfig(autoattack_subset=0).validate()
+
+
+def test_cli_trains_with_the_official_options_and_evaluates_both_checkpoints(tmp_path, capsys):
+    from l2l_gail.cli import main
+
+    args = ["vision", "train", "--dataset", "synthetic", "--synthetic-shape", "1x28x28", "--model",
+            "small-cnn", "--width", "4", "--method", "l2l-grad", "--epochs", "2", "--train-subset", "96",
+            "--val-size", "32", "--eval-subset", "16", "--attacker-width", "0.05", "--attacker-init",
+            "official", "--train-mode-grad", "--att-iter", "2", "--no-progress", "--runs-dir", str(tmp_path),
+            "--name", "o"]
+    assert main(args) == 0
+    assert "best epoch by validation PGD-10 (32 training images held out)" in capsys.readouterr().out
+    run = tmp_path / "vision" / "o"
+    for model in ("model.pt", "model-best.pt"):
+        assert main(["vision", "eval", str(run / model), "--attacks", "pgd5x2,fgsm", "--test-subset", "12",
+                     "--no-progress"]) == 0
+        assert "pgd5x2_acc" in capsys.readouterr().out
+    assert main([*args[:-1], "p", "--attacker-init", "xavier"]) == 2
+    assert "--attacker-init must be one of ours, official" in capsys.readouterr().err
