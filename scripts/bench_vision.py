@@ -15,6 +15,22 @@ sessions. Writes ``results/vision/fashion-mnist.{json,md}``.
     python scripts/bench_vision.py --seeds 0,1,2
     python scripts/bench_vision.py --dataset synthetic --methods standard --seeds 0 --train-size 64 \
         --epochs 1 --width 2 --eval-n 32 --aa-n 4 --aa-version fast --output /tmp/v.json   # smoke
+
+``--frontier`` measures instead where each configuration of :mod:`l2l_gail.vision.frontier` lies
+on the cost-robustness plane: PGD-k for k in 1, 2, 3, 5, 10 (k = 1 is FGSM-RS), TRADES, l2l-grad
+and l2l-2step at attacker widths 0.041, 0.125 and 0.25, and l2l-grad with 2 and 4 attacker
+updates per classifier update; 20,000 Fashion-MNIST images x 15 epochs, 3 seeds, then 2 more
+seeds and full AutoAttack for the PGD-k front's points and the L2L point nearest it. Robust
+accuracy is the per-example worst case of PGD-50 x 5 restarts (worst iterate) and APGD-CE +
+APGD-T (:func:`l2l_gail.robust.evaluate.robust_evaluation`); cost is the FLOPs of a training
+step and its round-robin time, against PGD-10. ``--options-study`` measures the official code's
+details on l2l-grad once. Both share their run directories and skip what is finished:
+
+    python scripts/bench_vision.py --frontier            # results/vision/frontier.{json,md,png}
+    python scripts/bench_vision.py --options-study       # results/vision/official-options.{json,md}
+    python scripts/bench_vision.py --frontier --train-size 512 --epochs 1 --seeds 0 --front-seeds 1 \
+        --eval-n 32 --aa-n 8 --val-size 128 --curve-n 32 --timing-rounds 1 \
+        --runs-dir /tmp/f/runs --output /tmp/f/frontier.json                           # smoke
 """
 
 from __future__ import annotations
@@ -324,6 +340,7 @@ def run_point(point: str, seed: int, args: argparse.Namespace, stages: str) -> N
         if kind == "aa":  # the worst case over every attack on these images
             base = json.loads((path / f"eval-{ckpt}.json").read_text())["correct"]
             flags = {k: torch.tensor(v[:n], dtype=torch.bool) for k, v in base.items()}
+            result["worst_case_without_autoattack_acc"] = float(worst_case(flags).float().mean())
             flags["autoattack"] = correct["autoattack"]
             result["worst_case_all_acc"] = float(worst_case(flags).float().mean())
         write_json(out, result)
@@ -392,7 +409,8 @@ def l2l_options(args: argparse.Namespace) -> list[str]:
 def finished_point(point: str, seeds: list[int], args: argparse.Namespace, ckpt: str) -> dict[str, Any]:
     """The numbers of the evaluated runs of ``point`` among ``seeds`` (lists in seed order)."""
     out: dict[str, Any] = {"seed_list": [], "clean": [], "robust": [], "autoattack_full": [],
-                           "autoattack_full_seeds": [], "train_hours": [], "best_epoch": []}
+                           "robust_on_autoattack_subset": [], "autoattack_full_seeds": [], "train_hours": [],
+                           "best_epoch": []}
     for seed in seeds:
         path = point_path(point, seed, args)
         ev = path / f"eval-{ckpt}.json"
@@ -406,7 +424,9 @@ def finished_point(point: str, seeds: list[int], args: argparse.Namespace, ckpt:
         out["train_hours"].append(sum(h["epoch_seconds"] for h in metrics["history"]) / 3600)
         out["best_epoch"].append(metrics.get("best_epoch"))
         if (aa := path / f"aa-{ckpt}.json").is_file():
-            out["autoattack_full"].append(json.loads(aa.read_text())["worst_case_all_acc"])
+            a = json.loads(aa.read_text())
+            out["autoattack_full"].append(a["worst_case_all_acc"])
+            out["robust_on_autoattack_subset"].append(a["worst_case_without_autoattack_acc"])
             out["autoattack_full_seeds"].append(seed)
     return out
 
@@ -425,7 +445,8 @@ def assemble(points: list[str], seeds: list[int], args: argparse.Namespace) -> d
             "method": point, "attacker_width": cfg.get("attacker_width"),
             "att_iter": cfg.get("att_iter", 1) if F.is_l2l(point) else None,
             "gflops_per_step": None, "step_time_ratio_vs_pgd10": None, "flops_ratio_vs_pgd10": None,
-            **{k: done[k] for k in ("clean", "robust", "autoattack_full")}, "seeds": len(done["robust"]),
+            **{k: done[k] for k in ("clean", "robust", "autoattack_full", "robust_on_autoattack_subset")},
+            "seeds": len(done["robust"]),
             "seed_list": done["seed_list"], "autoattack_full_seeds": done["autoattack_full_seeds"],
             "train_hours": done["train_hours"], "best_epoch": done["best_epoch"]}
         if timing is not None:
@@ -441,7 +462,9 @@ def assemble(points: list[str], seeds: list[int], args: argparse.Namespace) -> d
         "evaluation": {"robust": f"per-example worst case of PGD-50 x 5 restarts (worst iterate) and "
                                  f"APGD-CE + APGD-T on the first {args.eval_n} test images",
                        "autoattack_full": f"the same worst case also over full standard AutoAttack, on the "
-                                          f"first {args.aa_n} of them (second-pass points)"},
+                                          f"first {args.aa_n} of them (second-pass points)",
+                       "robust_on_autoattack_subset": f"robust on those first {args.aa_n} images, without "
+                                                      "AutoAttack: the paired comparison"},
         "timing": {k: v for k, v in (timing or {}).items() if k not in ("seconds_per_step_median",
                                                                          "gflops_per_step")},
         "points": rows, "front": [], "l2l_on_or_above_front": None}
@@ -463,6 +486,8 @@ def frontier_main(args: argparse.Namespace) -> int:
         return 0
     seeds = [int(s) for s in args.seeds.split(",") if s]
     args.first_seeds = seeds
+    if not args.val_size and (args.options_study or args.select == "best"):
+        raise L2LError("the best epoch needs a validation split: give --val-size >= 1")
     sweep_kw = {"workers": args.jobs, "address": args.address, "max_retries": args.max_retries,
                 "progress": args.progress}
     if args.options_study:
@@ -533,6 +558,12 @@ def _mean_std(values: list[float]) -> str:
     return f"{mean:.1f}" + (f" +- {100 * statistics.stdev(values):.1f}" if len(values) > 1 else "")
 
 
+def _aa(row: dict[str, Any]) -> str:
+    if not row["autoattack_full"]:
+        return "-"
+    return f"{_mean_std(row['autoattack_full'])} ({_mean_std(row['robust_on_autoattack_subset'])})"
+
+
 def frontier_markdown(result: dict[str, Any]) -> str:
     lines = [f"Fashion-MNIST, eps {result['eps']}, {result['train_size']} training images x "
              f"{result['epochs']} epochs, {result['model']}, the {result['checkpoint']} epoch's classifier. "
@@ -540,8 +571,9 @@ def frontier_markdown(result: dict[str, Any]) -> str:
              f"{result['evaluation']['robust']}; full AA: {result['evaluation']['autoattack_full']}. "
              "Cost: FLOPs of one training step (forward + backward, `torch.utils.flop_counter`, batch "
              f"{BATCH_SIZE}) and the round-robin step time, both against PGD-10. Mean +- std over seeds.", "",
-             "| point | GFLOPs / step | FLOPs vs pgd-10 | time vs pgd-10 | clean | robust | full AA | seeds "
-             "| vs front (margin +- noise) |", "|---|---|---|---|---|---|---|---|---|"]
+             "| point | GFLOPs / step | FLOPs vs pgd-10 | time vs pgd-10 | clean | robust | full AA "
+             "(robust on its images) | seeds | vs front (margin +- noise) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     versus = result.get("versus_front", {})
 
     def num(v: float | None, fmt: str) -> str:
@@ -554,8 +586,7 @@ def frontier_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {r['method']} | {num(r['gflops_per_step'], '.1f')} | "
                      f"{num(r['flops_ratio_vs_pgd10'], '.2f')}x | "
                      f"{num(r['step_time_ratio_vs_pgd10'], '.2f')}x | {_mean_std(r['clean'])} | "
-                     f"{_mean_std(r['robust'])} | {_mean_std(r['autoattack_full'])} | {r['seeds']} | "
-                     f"{place} |")
+                     f"{_mean_std(r['robust'])} | {_aa(r)} | {r['seeds']} | {place} |")
     if result["front"]:
         lines += ["", f"PGD-k front: {', '.join(result['front'])}. A point is on or above the front when "
                   "its robust accuracy is not below the front's (interpolated at its FLOPs) by more than the "
@@ -604,7 +635,8 @@ def plot_frontier(result: dict[str, Any], path: Path) -> None:
                     color={"pgd": "tab:blue", "l2l": "tab:red", "other": "tab:green"}[kind], zorder=2)
         ax.annotate(r["method"], (r["gflops_per_step"], 100 * statistics.fmean(r["robust"])), fontsize=7,
                     xytext=(4, 3), textcoords="offset points")
-    ax.set_xlabel(f"GFLOPs per training step (batch {BATCH_SIZE})")
+    ax.set_xscale("log")  # the points span 20x in cost
+    ax.set_xlabel(f"GFLOPs per training step (batch {BATCH_SIZE}, log scale)")
     ax.set_ylabel("robust accuracy (%)")
     ax.set_title(f"Fashion-MNIST, eps {result['eps']}: {result['train_size']} images x "
                  f"{result['epochs']} epochs")
