@@ -99,3 +99,46 @@ def test_tiny_options_study_runs_as_jobs_evaluates_last_and_best_then_skips(tmp_
     capsys.readouterr()
     assert bench.main(args) == 0
     assert "l2l-grad-w0.02+tmg/seed0: finished, skipped" in capsys.readouterr().out
+
+
+def test_frontier_assembles_finished_runs_into_the_issues_json_shape(tmp_path):
+    import argparse
+
+    args = argparse.Namespace(runs_dir=tmp_path, select="last", l2l_options="", dataset="fashion-mnist",
+                              eps=0.1, train_size=20000, epochs=15, width=8, val_size=1000, eval_n=500,
+                              aa_n=200, first_seeds=[0, 1])
+    robust = {"pgd-1": (0.60, 0.62), "pgd-10": (0.70, 0.70), "l2l-grad-w0.041": (0.50, 0.54)}
+    cost = {"pgd-1": 10.0, "pgd-10": 40.0, "l2l-grad-w0.041": 20.0}
+    for point, accs in robust.items():
+        for seed, acc in enumerate(accs):
+            run = tmp_path / point / f"seed{seed}"
+            run.mkdir(parents=True)
+            (run / "eval-last.json").write_text(json.dumps({"clean_acc": 0.8, "worst_case_acc": acc}))
+            (run / "metrics.json").write_text(json.dumps({"history": [{"epoch_seconds": 360.0}] * 2,
+                                                          "best_epoch": 1}))
+    aa = tmp_path / "pgd-10" / "seed0" / "aa-last.json"
+    aa.write_text(json.dumps({"worst_case_all_acc": 0.68, "worst_case_without_autoattack_acc": 0.71}))
+    timing = tmp_path / "_timing" / "default"
+    timing.mkdir(parents=True)
+    (timing / "timing.json").write_text(json.dumps({
+        "seconds_per_step_median": {p: c / 40 for p, c in cost.items()}, "gflops_per_step": cost,
+        "batch_size": 128, "rounds": 7, "steps_per_round": 5, "torch_threads": 1}))
+    result = bench.assemble(list(robust), [0, 1, 2], args)
+    assert result["front"] == ["pgd-1", "pgd-10"]
+    rows = {r["method"]: r for r in result["points"]}
+    assert rows["pgd-10"]["autoattack_full"] == [0.68]
+    assert rows["pgd-10"]["robust_on_autoattack_subset"] == [0.71]
+    l2l = rows["l2l-grad-w0.041"]
+    assert (l2l["attacker_width"], l2l["att_iter"], rows["pgd-1"]["att_iter"]) == (0.041, 1, None)
+    assert l2l["flops_ratio_vs_pgd10"] == 0.5 and l2l["seeds"] == 2 and l2l["train_hours"] == [0.2, 0.2]
+    # the front at 20 GFLOPs: 0.61 + (10 / 30) x 0.09 = 0.64; the l2l point's mean 0.52 is 0.12 below
+    assert result["versus_front"]["l2l-grad-w0.041"]["margin"] == pytest.approx(-0.12)
+    assert result["l2l_on_or_above_front"] is False
+    keys = {"dataset", "eps", "train_size", "epochs", "points", "front", "l2l_on_or_above_front"}
+    assert keys <= set(result)
+    md = bench.frontier_markdown(result)
+    assert "| l2l-grad-w0.041 | 20.0 | 0.50x | 0.50x |" in md and "68.0 (71.0)" in md
+    bench.plot_frontier(result, tmp_path / "f.png")
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    args.first_seeds = [0, 1, 2]  # a PGD-k point short of seeds: no front yet
+    assert bench.assemble(list(robust), [0, 1, 2], args)["front"] == []
