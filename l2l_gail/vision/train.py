@@ -119,7 +119,7 @@ class VisionConfig:
     split, measure PGD (--eval-pgd-steps) on it after every epoch and save the best epoch's
     classifier as model-best.pt beside the last epoch's model.pt; both are reported. The
     official code selects its best epoch by PGD-10 on the test set, which flatters the result;
-    this never looks at the test set. Default: no validation split, last epoch only"""
+    this never looks at the test set (default: none, the last epoch only)"""
     eval_pgd_steps: int = 10
     """PGD steps of the per-epoch robust-accuracy curve"""
     seed: int = 0
