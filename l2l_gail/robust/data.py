@@ -114,6 +114,27 @@ class ImageData:
         c, h, w = self.train_x.shape[1:]
         return int(c), int(h), int(w)
 
+    def validation_split(self, train_size: int | None, val_size: int,
+                         seed: int = 0) -> tuple[ImageData, tuple[torch.Tensor, torch.Tensor]]:
+        """The training set cut to ``train_size`` images and a disjoint validation split of
+        ``val_size`` training images (uint8 images, labels), both drawn with ``seed``.
+
+        The training images are those :meth:`subset` would pick with the same seed, so holding
+        out a validation split does not change what a run trains on; the split is the last
+        ``val_size`` of the same permutation (with no ``train_size``, the rest is trained on).
+        The test set is never touched: selecting a checkpoint on it would flatter the result.
+        """
+        n = len(self.train_y)
+        keep = train_size if train_size is not None else n - val_size
+        if val_size < 1 or keep < 1 or keep + val_size > n:
+            raise L2LError(f"--val-size {val_size} with --train-subset {train_size} does not fit "
+                           f"{self.name}'s {n} training images: lower one of them")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        tr, va = perm[:keep], perm[n - val_size:]
+        data = ImageData(self.name, self.train_x[tr], self.train_y[tr], self.test_x, self.test_y,
+                         self.num_classes, self.augment)
+        return data, (self.train_x[va], self.train_y[va])
+
     def subset(self, train_size: int | None, test_size: int | None = None, seed: int = 0) -> ImageData:
         """A class-stratified-by-chance random subset (fixed by ``seed``) for quick runs."""
         for n, have, what in ((train_size, len(self.train_y), "--train-subset"),

@@ -30,7 +30,7 @@ from l2l_gail.robust.models import MODELS, build_model, check_depth
 from l2l_gail.robust.options import check_numbers
 from l2l_gail.robust.training import train_epoch
 from l2l_gail.runs import RunDir, RunLoop, atomic_write, safe_torch_load
-from l2l_gail.vision.methods import METHODS, build_method
+from l2l_gail.vision.methods import ATTACKER_INITS, METHODS, build_method
 
 LOSS_EVERY = 50
 """The batch loss goes to TensorBoard (``step/loss``) every this many optimizer steps."""
@@ -101,6 +101,25 @@ class VisionConfig:
     """learning rate of the learned attacker's Adam"""
     attacker_weight_decay: float = 2e-4
     """weight decay of the learned attacker's Adam"""
+    attacker_init: str | None = None
+    """the learned attacker's initialisation: ours (the default: every convolution Xavier-uniform
+    with gain sqrt(2); a fresh attacker's tanh output starts near saturation on many pixels) or
+    official (as the official code's WideAttacker: the stem and output convolutions at PyTorch's
+    default init, only the residual blocks' set by Xavier-uniform)"""
+    train_mode_grad: bool | None = None
+    """l2l-*: generate the classifier step's perturbation with the classifier in train mode, as
+    the official code does (adv_loss.py calls model.train() before the input gradient: batch
+    statistics, and batch-norm running statistics also updated with the clean batch); default:
+    eval mode, like every other attack here"""
+    att_iter: int | None = None
+    """l2l-*: attacker updates on each batch per classifier update (the official --att_iter;
+    default 1)"""
+    val_size: int | None = None
+    """hold out this many training images (disjoint from the --train-subset) as a validation
+    split, measure PGD (--eval-pgd-steps) on it after every epoch and save the best epoch's
+    classifier as model-best.pt beside the last epoch's model.pt; both are reported. The
+    official code selects its best epoch by PGD-10 on the test set, which flatters the result;
+    this never looks at the test set (default: none, the last epoch only)"""
     eval_pgd_steps: int = 10
     """PGD steps of the per-epoch robust-accuracy curve"""
     seed: int = 0
@@ -131,8 +150,12 @@ class VisionConfig:
             raise L2LError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.lr_schedule not in ("piecewise", "constant"):
             raise L2LError(f"--lr-schedule must be piecewise or constant, got {self.lr_schedule!r}")
+        if self.attacker_init not in (None, *ATTACKER_INITS):
+            raise L2LError(f"--attacker-init must be one of {', '.join(ATTACKER_INITS)}, got "
+                           f"{self.attacker_init!r}")
         check_numbers(self, at_least_one=("train_subset", "eval_subset", "width", "epochs", "batch_size",
-                                          "pgd_steps", "attacker_steps", "eval_pgd_steps"),
+                                          "pgd_steps", "attacker_steps", "eval_pgd_steps", "att_iter",
+                                          "val_size"),
                       positive=("lr", "pgd_step_size", "attacker_width", "attacker_lr"),
                       non_negative=("momentum", "weight_decay", "trades_beta", "attacker_weight_decay"))
         if self.momentum >= 1:
@@ -144,9 +167,21 @@ class VisionConfig:
 
 def load_data(config: VisionConfig) -> ImageData:
     """The run's data set, its training set cut to ``train_subset`` (the test set is whole)."""
+    return load_data_and_validation(config)[0]
+
+
+def load_data_and_validation(config: VisionConfig,
+                             ) -> tuple[ImageData, tuple[torch.Tensor, torch.Tensor] | None]:
+    """The run's data set and its validation split (``val_size`` held-out training images), if any.
+
+    The training images are the same with or without a validation split
+    (:meth:`~l2l_gail.robust.data.ImageData.validation_split`).
+    """
     data = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None,
                         download=config.download, synthetic_shape=config.parsed_synthetic_shape())
-    return data.subset(config.train_subset, None, seed=config.seed)
+    if config.val_size:
+        return data.validation_split(config.train_subset, config.val_size, seed=config.seed)
+    return data.subset(config.train_subset, None, seed=config.seed), None
 
 
 def classifier_for(config: VisionConfig, data: ImageData, device: torch.device | str) -> torch.nn.Module:
@@ -171,7 +206,9 @@ def build(config: VisionConfig, data: ImageData, device: torch.device) -> tuple[
         config.method, eps=config.resolved_eps(), channels=data.shape[0], pgd_steps=config.pgd_steps,
         pgd_step_size=config.pgd_step_size, trades_beta=config.trades_beta,
         attacker_steps=config.attacker_steps, attacker_width=config.attacker_width,
-        attacker_lr=config.attacker_lr, attacker_weight_decay=config.attacker_weight_decay, device=device)
+        attacker_lr=config.attacker_lr, attacker_weight_decay=config.attacker_weight_decay, device=device,
+        attacker_init=config.attacker_init or "ours", train_mode_grad=bool(config.train_mode_grad),
+        att_iter=config.att_iter or 1)
     return model, opt, sched, method
 
 
@@ -180,7 +217,7 @@ def train(config: VisionConfig, run: RunDir, *, resume: bool = False,
     """Train a classifier with ``config.method``; returns (and writes) the final metrics."""
     config.validate()
     device = select_device(config.device)
-    data = load_data(config)
+    data, val = load_data_and_validation(config)
     model, opt, sched, method = build(config, data, device)
     eval_x, eval_y = data.test_x[: config.eval_subset], data.test_y[: config.eval_subset]
     eval_attack = PGD(config.resolved_eps(), config.eval_pgd_steps)
@@ -209,6 +246,10 @@ def train(config: VisionConfig, run: RunDir, *, resume: bool = False,
             ev = evaluate(model, eval_x, eval_y, [eval_attack], device=device)
             stats.update(epoch=epoch, test_clean_acc=ev["clean_acc"],
                          test_pgd_acc=ev[f"{eval_attack.name}_acc"])
+            if val is not None:
+                stats.update(_validate(config, model, val, eval_attack, device))
+                if stats["val_pgd_acc"] >= max(h["val_pgd_acc"] for h in [*history, stats]):
+                    save_final_model(run.path / BEST_MODEL, config, model, method, epoch=epoch)
             history.append(stats)
             steps_taken = (epoch + 1) * steps_per_epoch
             # the epoch's numbers belong to its last optimizer step
@@ -218,7 +259,7 @@ def train(config: VisionConfig, run: RunDir, *, resume: bool = False,
                              "scheduler": sched.state_dict(), "method": method.state_dict(),
                              "rng": torch.get_rng_state(), "history": history, "epoch": epoch,
                              "config": dataclasses.asdict(config)}, epoch, tb_step=steps_taken)
-    save_final_model(run.path / "model.pt", config, model, method)
+    save_final_model(run.path / "model.pt", config, model, method, epoch=config.epochs - 1)
     metrics = {
         "method": config.method, "dataset": config.dataset, "epochs": config.epochs,
         "eps": config.resolved_eps(), "train_size": len(data.train_y),
@@ -227,8 +268,34 @@ def train(config: VisionConfig, run: RunDir, *, resume: bool = False,
         f"final_test_pgd{config.eval_pgd_steps}_acc": history[-1]["test_pgd_acc"],
         "eval_subset": len(eval_y), "history": history,
     }
+    if val is not None:
+        metrics.update(_best_epoch(history, config.eval_pgd_steps))
     run.write_metrics(metrics)
     return metrics
+
+
+BEST_MODEL = "model-best.pt"
+"""The classifier of the epoch with the best validation PGD accuracy (runs with ``val_size``)."""
+
+
+def _validate(config: VisionConfig, model: torch.nn.Module, val: tuple[torch.Tensor, torch.Tensor],
+              attack: PGD, device: torch.device) -> dict[str, float]:
+    # the same random start every epoch, drawn outside the training's RNG stream, so that the
+    # epochs are compared on one attack and a run with a validation split trains as one without
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + 2)
+        ev = evaluate(model, val[0], val[1], [attack], device=device)
+    return {"val_clean_acc": ev["clean_acc"], "val_pgd_acc": ev[f"{attack.name}_acc"]}
+
+
+def _best_epoch(history: list[dict[str, float]], pgd_steps: int) -> dict[str, Any]:
+    """The best-epoch numbers: the last epoch of highest validation PGD accuracy (ties go to the
+    later epoch, as the official code's ``>=``) and its test-subset accuracies."""
+    best = max(reversed(history), key=lambda h: h["val_pgd_acc"])
+    return {"best_epoch": int(best["epoch"]), "best_val_pgd_acc": best["val_pgd_acc"],
+            "best_test_clean_acc": best["test_clean_acc"],
+            f"best_test_pgd{pgd_steps}_acc": best["test_pgd_acc"],
+            "final_val_pgd_acc": history[-1]["val_pgd_acc"], "best_model": BEST_MODEL}
 
 
 def _tb_name(key: str) -> str:
@@ -262,10 +329,12 @@ def _train_epoch(config: VisionConfig, data: ImageData, model: torch.nn.Module, 
     return out
 
 
-def save_final_model(path: Path, config: VisionConfig, model: torch.nn.Module, method: Any) -> None:
-    """The deployable result: classifier weights plus the configuration that rebuilds it."""
+def save_final_model(path: Path, config: VisionConfig, model: torch.nn.Module, method: Any, *,
+                     epoch: int | None = None) -> None:
+    """The deployable result: classifier weights plus the configuration that rebuilds it (and the
+    epoch, counted from 0, whose end it holds)."""
     blob = {"format": "l2l_gail.vision/1", "config": dataclasses.asdict(config), "model": model.state_dict(),
-            "method": method.state_dict()}
+            "method": method.state_dict(), "epoch": epoch}
     atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
@@ -305,7 +374,10 @@ class EvalConfig:
     """What `l2l vision eval` measures on a trained classifier, and on how many test images."""
 
     attacks: str = "fgsm,pgd20,cw,autoattack"
-    """comma-separated: fgsm, pgd<K> (e.g. pgd20), cw (CW-L-inf, 30 steps), autoattack"""
+    """comma-separated: fgsm, pgd<K> (e.g. pgd20; --restarts runs, the last iterate), pgd<K>x<R>
+    (e.g. pgd50x5: R restarts keeping each example's worst iterate), cw (CW-L-inf, 30 steps), apgd
+    (AutoAttack's APGD-CE + APGD-T), autoattack (--autoattack-version). The evaluation that does
+    not flatter: pgd50x5,apgd,autoattack with --autoattack-subset"""
     eps: float | None = None
     """L-inf radius (default: the training eps)"""
     pgd_step: float | None = None
@@ -316,6 +388,9 @@ class EvalConfig:
     """standard: APGD-CE, APGD-T, FAB-T, Square; fast: APGD-CE and APGD-T only"""
     test_subset: int | None = None
     """evaluate the first N test images (default: the whole test set)"""
+    autoattack_subset: int | None = None
+    """run autoattack on the first M of those images only (it is slow on a CPU); the worst case
+    per example still counts it where it ran (default: on all of them)"""
     batch_size: int = 256
     """evaluation batch size"""
     seed: int = 0
@@ -323,7 +398,8 @@ class EvalConfig:
 
     def validate(self) -> None:
         """Raise :class:`L2LError` on the first invalid option (before the checkpoint is read)."""
-        check_numbers(self, at_least_one=("restarts", "test_subset", "batch_size"), positive=("pgd_step",))
+        check_numbers(self, at_least_one=("restarts", "test_subset", "batch_size", "autoattack_subset"),
+                      positive=("pgd_step",))
         if self.eps is not None:
             check_eps(self.eps)
         if self.autoattack_version not in ("standard", "fast"):
@@ -344,7 +420,9 @@ def evaluate_checkpoint(path: Path, config: EvalConfig, *, data_dir: str | None 
                for a in config.attacks.split(",") if a.strip()]
     n = min(config.test_subset or len(data.test_y), len(data.test_y))
     torch.manual_seed(config.seed)  # the attacks' random starts
+    sizes = {"autoattack": config.autoattack_subset} if config.autoattack_subset else None
     result: dict[str, Any] = evaluate(model, data.test_x[:n], data.test_y[:n], attacks,
-                                      batch_size=config.batch_size, device=device, progress=progress)
+                                      batch_size=config.batch_size, device=device, progress=progress,
+                                      subset_sizes=sizes)
     result.update(checkpoint=str(path), eps=eps, attacks=[a.name for a in attacks])
     return result
