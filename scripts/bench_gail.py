@@ -1,7 +1,11 @@
 #!/usr/bin/env python
-"""Benchmark: gail, gail-gp and l2l-gail on the MuJoCo locomotion tasks, 5 seeds x 1M steps.
+"""Benchmark: gail, gail-gp, l2l-gail and its controls on the MuJoCo locomotion tasks, 5 seeds x 1M steps.
 
-For every task whose demonstrations are shipped (hopper, walker2d, halfcheetah by default),
+The arms: ``gail`` (Adam), ``gail-gp``, ``l2l-gail``, and three controls that isolate what the
+learned optimizer does: ``sign-sgd`` (signSGD, what a bounded learned step becomes when ``phi``
+saturates its bound), ``l2l-frozen`` (``phi`` kept at the Adam clone: meta lr 0) and
+``adam-matched`` (Adam's direction at the learned step's norm). For every task whose
+demonstrations are shipped (hopper, halfcheetah, walker2d, ant by default),
 trains every method for every seed under ``runs/gail/bench-<task>/<method>/seed<k>/``, then
 writes ``results/gail/<task>.{json,md,png}`` with ``l2l gail compare``. The runs are a sweep
 (:mod:`l2l_gail.sweep`): ``--jobs`` at a time on this machine (default: one per core) or on a
@@ -60,8 +64,11 @@ from l2l_gail.runs import DEFAULT_ROOT, atomic_write_text, write_json
 from l2l_gail.sweep import Grid, Variant, run_jobs
 from l2l_gail.sweep.cli import report
 
-TASKS = ("hopper", "walker2d", "halfcheetah")
-METHODS = ("gail", "gail-gp", "l2l-gail")
+TASKS = ("hopper", "halfcheetah", "walker2d", "ant")
+METHODS = ("gail", "gail-gp", "l2l-gail", "sign-sgd")
+CONTROLS = ("l2l-frozen:method=l2l-gail,l2l_meta_lr=0",
+            "adam-matched:method=l2l-gail,l2l_step_direction=adam")
+"""The controls that are configurations of l2l-gail rather than methods, as ``--variant`` specs."""
 TUNE_TASKS = ("hopper", "halfcheetah")
 TUNE_LR_MULTS = (1 / 3, 1.0, 3.0)
 TUNE_UPDATE_MULTS = (0.5, 1.0, 2.0)
@@ -77,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
                         help="an extra configuration run beside the methods, named LABEL, e.g. "
                              "'l2l-maxstep1:method=l2l-gail,l2l_max_step=1' (GAILConfig fields; repeatable)")
+    parser.add_argument("--controls", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the controls that are l2l-gail configurations: "
+                             + "; ".join(c.replace(":", " = ", 1) for c in CONTROLS) + " (default: on)")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
     parser.add_argument("--timesteps", type=int, default=1_000_000, help="environment steps per run")
     parser.add_argument("--eval-every", type=int, default=None, help="evaluation interval (task file's)")
@@ -112,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="--throughput: round-robin repeats (median)")
     parser.add_argument("--rounds", type=int, default=8, help="--throughput: GAIL rounds per measurement")
     args = parser.parse_args(argv)
+    if args.controls and not args.tune:
+        args.variant = [*CONTROLS, *args.variant]
     return exit_status(lambda: run(args))
 
 

@@ -31,7 +31,7 @@ def test_tiny_benchmark_with_variant_then_rerun_skips(tmp_path, capsys):
     args = ["--tasks", "inverted-pendulum", "--methods", "gail", "--seeds", "0", "--timesteps", "1024",
             "--eval-every", "1024", "--variant", "l2l-max1:method=l2l-gail,l2l_max_step=1",
             "--runs-dir", str(tmp_path / "runs"), "--output-dir", str(tmp_path / "out"), "--no-progress",
-            "--jobs", "1"]
+            "--jobs", "1", "--no-controls"]
     assert bench.main(args) == 0
     result = json.loads((tmp_path / "out" / "inverted-pendulum.json").read_text())
     assert set(result["tasks"]["inverted-pendulum"]) == {"gail", "l2l-max1"}
@@ -46,10 +46,10 @@ def test_tiny_benchmark_with_variant_then_rerun_skips(tmp_path, capsys):
 
 def test_throughput_round_robin_writes_medians_and_ratios(tmp_path, capsys):
     args = ["--tasks", "inverted-pendulum", "--methods", "gail,l2l-gail", "--throughput", "--repeats", "2",
-            "--rounds", "1", "--output-dir", str(tmp_path), "--no-progress"]
+            "--rounds", "1", "--output-dir", str(tmp_path), "--no-progress"]  # with the two controls
     assert bench.main(args) == 0
     result = json.loads((tmp_path / "inverted-pendulum-throughput.json").read_text())
-    assert set(result["median"]) == {"gail", "l2l-gail"}
+    assert set(result["median"]) == {"gail", "l2l-gail", "l2l-frozen", "adam-matched"}
     assert all(len(r) == 2 and min(r) > 0 for r in result["env_steps_per_second"].values())
     assert result["ratio_to_gail"]["gail"] == 1.0
     assert "| l2l-gail |" in (tmp_path / "inverted-pendulum-throughput.md").read_text()
@@ -59,7 +59,7 @@ def test_throughput_round_robin_writes_medians_and_ratios(tmp_path, capsys):
 
 
 def test_nothing_to_run_is_an_error(capsys):
-    assert bench.main(["--tasks", "inverted-pendulum", "--methods", ""]) == 2
+    assert bench.main(["--tasks", "inverted-pendulum", "--methods", "", "--no-controls"]) == 2
     assert "nothing to run" in capsys.readouterr().err
 
 
@@ -91,7 +91,7 @@ def test_tune_then_benchmark_output_carries_the_tuning_record(tmp_path, capsys):
     run = tmp_path / "runs" / "gail" / "tune-inverted-pendulum" / "lr1x-upd2x" / "seed0"
     assert (run / "metrics.json").is_file()
     assert bench.main(tune) == 2  # the record exists: refused without --force
-    assert bench.main([*common, "--methods", "gail", "--output-dir", str(tmp_path / "out"),
+    assert bench.main([*common, "--methods", "gail", "--no-controls", "--output-dir", str(tmp_path / "out"),
                        "--benchmark-output", str(tmp_path / "benchmark.json")]) == 0
     summary = json.loads((tmp_path / "benchmark.json").read_text())
     assert summary["tuning"]["gail"]["chosen"]["label"] in record["configurations"]
