@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from l2l_gail.core.mlp_rule import MLPRuleConfig
     from l2l_gail.core.rule import Memory
 
+
 @functools.lru_cache(maxsize=64)
 def segments(sizes: tuple[int, ...], device: torch.device) -> tuple[Tensor, Tensor]:
     """For a flat batch of tensors of ``sizes``: each coordinate's tensor index, and
@@ -139,14 +140,14 @@ class FlatBuffers:
 
     def advance(self, states: Sequence[dict[str, Any]], counts: Sequence[float]) -> None:
         """Count the update just made from :meth:`adopt`'s ``counts`` in each state."""
-        if states[0]["step"] is self.count:
+        if all(state["step"] is self.count for state in states):
             self.count.add_(1.0)
         else:
             for state, count in zip(states, next_counts(counts), strict=True):
                 state["step"] = count
 
     def constants(self, counts: Sequence[float]) -> tuple[Tensor, list[float]]:
-        """Each tensor's :meth:`MLPRuleConfig.schedule` as rows ``(tensors, columns)``, and its eps.
+        """Each tensor's :meth:`MLPRuleConfig.schedule`, as rows ``(tensors, columns)``, and eps.
 
         When all counts agree (as usual) the rows come from a table of the next
         ``schedule_rows`` counts, made when the count leaves it: one tensor made every so many
