@@ -34,10 +34,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
     keeps the learned steps and lets a learning-rate schedule scale them).
 
     Each parameter's memory lives in ``self.state[p]`` (for the LSTM rule ``"h"`` and ``"c"``, for
-    the MLP rule ``"momenta"``, ``"second_moment"`` and ``"step"``),
-    and ``state_dict()`` also carries ``phi`` (under ``"learned"``), so a checkpoint resumes
-    bit-for-bit even while ``phi`` is being trained online. ``step()`` never builds a graph;
-    to train ``phi`` use :meth:`lookahead_step` or the helpers of :mod:`l2l_gail.core.metalearn`.
+    the MLP rule ``"momenta"``, ``"second_moment"`` and ``"step"``: views of flat buffers that its
+    :meth:`~l2l_gail.core.rule.UpdateRule.step_in_place` updates in place, as Adam does its
+    state), and ``state_dict()`` copies it and also carries ``phi`` (under ``"learned"``), so a
+    checkpoint resumes bit-for-bit even while ``phi`` is being trained online. ``step()`` never
+    builds a graph; to train ``phi`` use :meth:`lookahead_step` or the helpers of
+    :mod:`l2l_gail.core.metalearn`.
 
     Args:
         params: parameters or parameter groups, as for any ``torch.optim`` optimizer.
