@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -262,6 +263,70 @@ def test_optimizer_state_resumes_bit_for_bit() -> None:
         return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
 
     assert torch.equal(run(6, None), run(6, 3))
+
+
+@pytest.mark.parametrize("config", [MLPRuleConfig(step_mult=1.0),
+                                    MLPRuleConfig(step_mult=1.0, sign_symmetric=True, max_step=0.5,
+                                                  hidden_layers=3, decays=(0.5, 0.9))])
+def test_the_optimizer_steps_in_place_as_the_functional_update(config: MLPRuleConfig) -> None:
+    # Two groups at different learning rates, a float64 tensor, and a tensor that only has a
+    # gradient at every other step (so the tensors' counts differ on the steps in between).
+    torch.manual_seed(0)
+    rule = MLPRule(config, step_units="lr")
+    nn.init.normal_(rule.head.weight)  # steps well away from zero
+    gen = torch.Generator().manual_seed(1)
+    shapes = {"w": (3, 4), "b": (4,), "d": (2, 2), "s": ()}
+    module = {k: nn.Parameter(torch.randn(v, generator=gen)) for k, v in shapes.items()}
+    module["d"].data = module["d"].data.double()
+    lrs = {"w": 1e-2, "b": 1e-2, "d": 3e-2, "s": 3e-2}
+    opt = LearnedOptimizer([{"params": [module["w"], module["b"]], "lr": 1e-2},
+                            {"params": [module["d"], module["s"]], "lr": 3e-2}], learned=rule)
+    params = {k: v.detach().clone() for k, v in module.items()}
+    state = rule.init_state(params)
+    for i in range(8):
+        grads: dict[str, Tensor | None] = {k: torch.randn(v, generator=gen).to(module[k].dtype)
+                                           for k, v in shapes.items()}
+        grads["b"] = grads["b"] if i % 2 == 0 else None
+        for k, p in module.items():
+            p.grad = grads[k]
+        opt.step()
+        params, state, _ = rule.update(params, grads, state, create_graph=False, scale=lrs)
+        for k, p in module.items():
+            torch.testing.assert_close(p.detach(), params[k], rtol=1e-6, atol=1e-7)
+            assert p.dtype == params[k].dtype
+        assert [float(opt.state[module[k]]["step"]) for k in shapes] == [i + 1, i // 2 + 1, i + 1, i + 1]
+
+
+def test_the_optimizer_state_is_its_memory_and_its_state_dict_a_snapshot() -> None:
+    torch.manual_seed(0)
+    module, x, y = regression(4)
+    opt = LearnedOptimizer(module.parameters(), lr=1e-2, learned=MLPRule.adam_clone())
+
+    def train(model: nn.Module, o: torch.optim.Optimizer, steps: int) -> None:
+        for _ in range(steps):
+            o.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            o.step()
+
+    train(module, opt, 3)
+    saved, snapshot = copy.deepcopy(opt.state_dict()), opt.state_dict()
+    twin_module, twin = copy.deepcopy((module, opt))  # as pickling: memory copied to new buffers
+    train(module, opt, 1)
+    train(twin_module, twin, 1)
+    assert all(torch.equal(p, q) for p, q in zip(module.parameters(), twin_module.parameters(),
+                                                 strict=True))
+    assert all(torch.equal(a, b) for i in saved["state"] for a, b in
+               zip(saved["state"][i].values(), snapshot["state"][i].values(), strict=True))
+    first = next(module.parameters())
+    for key in ("momenta", "second_moment"):  # grad enabled: the state's views can be changed
+        opt.state[first][key].zero_()
+    opt.zero_grad()
+    nn.functional.mse_loss(module(x), y).backward()
+    zero = (*opt.learned.init_memory(first.numel())[:2], torch.tensor([4.0]))
+    expected, _, _ = opt.learned.update({"p": first.detach()}, {"p": first.grad}, {"p": zero},
+                                        create_graph=False, scale=1e-2)
+    opt.step()
+    torch.testing.assert_close(first.detach(), expected["p"])  # lr applied as add(alpha=) here
 
 
 # -- meta-training -----------------------------------------------------------------------------

@@ -33,18 +33,20 @@ hand-set ``phi`` is Adam exactly (:meth:`MLPRule.adam_clone`). And the normalise
 tensor whose gradients are around 1e-4 (a small MLP's, a GAIL discriminator's) are not scaled
 down by the epsilon alone.
 
-Cost: all coordinates of all tensors run as one batch, with features as rows and coordinates as
+Cost: all coordinates of all tensors run as one batch, features as rows and coordinates as
 columns (a ``(4, f) @ (f, n)`` product is several times faster than its transpose on a CPU).
-What is constant over a tensor is computed once per tensor: the normalisers and Adam's bias
-corrections are folded into the features by one multiplication per tensor, and the time
-embedding's share of the first layer is a bias per tensor. ``scripts/bench_rule_cost.py``
-measures a training step against Adam's (``results/meta/rule_cost.md``).
+What is constant over a tensor is folded into that tensor's first-layer weights (the
+normalisers, Adam's bias corrections) and bias (the time embedding), so the features are never
+rescaled. At this size a step costs memory passes and per-operation overhead rather than
+arithmetic, so the optimizer's path (:meth:`MLPRule.step_in_place`) keeps the memory in flat
+buffers (:mod:`~l2l_gail.core.mlp_buffers`) that every step updates in place, and runs a fixed
+short sequence of operations on them. ``scripts/bench_rule_cost.py`` measures a training step
+against Adam's (``results/meta/rule_cost.md``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
@@ -52,6 +54,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from l2l_gail.core.mlp_buffers import SCHEDULE_ROWS, FlatBuffers, cat_like, flat, next_counts, segments
 from l2l_gail.core.rule import Memory, UpdateRule
 from l2l_gail.core.rule_file import StepUnits
 from l2l_gail.errors import L2LError
@@ -112,25 +115,13 @@ class MLPRuleConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-
-@functools.lru_cache(maxsize=64)
-def _segments(sizes: tuple[int, ...], device: torch.device) -> tuple[Tensor, Tensor]:
-    """For a flat batch of tensors of ``sizes``: each coordinate's tensor index, and
-    ``1 / size`` of each tensor as a column."""
-    count = torch.tensor(sizes, device=device)
-    return (torch.repeat_interleave(torch.arange(len(sizes), device=device), count),
-            1.0 / count.unsqueeze(1))
-
-
-def _cat(tensors: Sequence[Tensor], like: dict[str, Any], dim: int = 0) -> Tensor:
-    """``torch.cat`` on ``like``'s device and dtype (no copy when already there)."""
-    out = torch.cat(list(tensors), dim)
-    return out if out.dtype == like["dtype"] and out.device == like["device"] else out.to(**like)
-
-
-def _flat(tensors: Sequence[Tensor], like: dict[str, Any]) -> Tensor:
-    """All coordinates of ``tensors`` as one flat tensor on ``like``'s device and dtype."""
-    return _cat([t.reshape(-1) for t in tensors], like)
+    def schedule(self, count: float) -> list[float]:
+        """The per-tensor constants after ``count`` earlier updates: Adam's bias-correction
+        factors of the momenta's Adam directions, the bias-corrected eps, and the time
+        embedding."""
+        root_v = math.sqrt(1.0 - self.second_moment_decay ** (count + 1))
+        return [*(root_v / (1.0 - d ** (count + 1)) for d in self.decays), ADAM_EPS * root_v,
+                *(math.tanh(count / s - 1.0) for s in self.time_scales)]
 
 
 class MLPRule(UpdateRule):
@@ -182,8 +173,10 @@ class MLPRule(UpdateRule):
         self.register_buffer("_rate_v", torch.tensor(1.0 - cfg.second_moment_decay),
                              persistent=False)
         self.register_buffer("_norm_eps", torch.tensor(NORM_EPS), persistent=False)
-        self.register_buffer("_output_scale", torch.tensor([cfg.step_mult, cfg.exp_mult]),
-                             persistent=False)
+        # exp(a) is taken as exp2(a * log2(e)), the factor folded into the magnitude's scale: on
+        # some CPUs torch's float32 exp is several times slower than its exp2.
+        scale = torch.tensor([[cfg.step_mult], [cfg.exp_mult * math.log2(math.e)]])
+        self.register_buffer("_output_scale", scale, persistent=False)
 
     def _like(self) -> dict[str, Any]:
         weight = self.head.weight
@@ -206,80 +199,165 @@ class MLPRule(UpdateRule):
         """True while the direction output is all zero: every step is then zero."""
         return not (bool(self.head.weight[0].any()) or bool(self.head.bias[0].any()))
 
-    def _schedule(self, count: float) -> list[float]:
-        """Per-tensor constants after ``count`` earlier updates: Adam's bias-correction factors on
-        the momenta's Adam directions, the bias-corrected eps, and the time embedding."""
-        cfg = self.config
-        root_v = math.sqrt(1.0 - cfg.second_moment_decay ** (count + 1))
-        return [*(root_v / (1.0 - d ** (count + 1)) for d in cfg.decays), ADAM_EPS * root_v,
-                *(math.tanh(count / s - 1.0) for s in cfg.time_scales)]
+    def _first_layer(self, norms: Tensor, inv_size: Tensor, constants: Tensor,
+                     out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Each tensor's first layer, with what is constant over the tensor folded in.
+
+        Args:
+            norms: the Euclidean norm of each tensor's rows of parameter, gradient and momenta,
+                ``(tensors, 2 + len(decays))``.
+            inv_size: ``1 / numel`` of each tensor, ``(tensors, 1)``.
+            constants: each tensor's :meth:`MLPRuleConfig.schedule`, ``(tensors, columns)``.
+            out: where to write the weights.
+
+        Returns:
+            The weights on the feature rows, ``(tensors, hidden_size, 2 + 2 * len(decays))``,
+            the normalisers and Adam's bias corrections folded into their columns, and the
+            biases, ``(tensors, hidden_size, 1)``, the time embedding's share folded in.
+        """
+        k, times = len(self.config.decays), len(self.config.time_scales)
+        weight, weight_time = self.inp.weight.split((2 * k + 2, times), 1)
+        corrections, _, time = constants.split((k, 1, times), 1)
+        normalisers = torch.addcmul(self._norm_eps, norms.square(), inv_size).rsqrt()
+        factors = torch.cat((normalisers, corrections), 1).unsqueeze(1)
+        weights = torch.mul(weight, factors, out=out)
+        return weights, nn.functional.linear(time, weight_time, self.inp.bias).unsqueeze(2)
 
     def steps(self, grads: Sequence[Tensor], memory: Sequence[Memory],
               params: Sequence[Tensor]) -> tuple[list[Tensor], list[Memory]]:
-        """Steps for several tensors at once, run as one flat batch of coordinates.
-
-        Features are rows and coordinates columns, so that every matrix product is a short,
-        wide one (a ``(4, f) @ (f, n)`` product is several times faster than its transpose).
-        Returns one step per gradient (same shape, dtype and device as the gradient) and each
-        tensor's new memory.
-        """
+        """Steps for several tensors at once, run as one flat batch of coordinates (see the
+        module docstring): functionally with autograd enabled, else as :meth:`step_in_place`
+        does, on buffers made for the call. Returns one step per gradient (same shape, dtype
+        and device as the gradient) and each tensor's new memory."""
         if not grads:
             return [], []
+        if torch.is_grad_enabled():
+            return self._graph_steps(grads, memory, params)
+        buffers = FlatBuffers([q.shape for q in grads], self.config, self._like())
+        counts = buffers.load(memory)
+        step = self._in_place(buffers, params, grads, counts)
+        device, dtype = grads[0].device, grads[0].dtype
+        steps = (buffers.steps if step.device == device and step.dtype == dtype
+                 else [s.view(q.shape) for s, q in zip(
+                     step.to(device=device, dtype=dtype).split(buffers.sizes), grads, strict=True)])
+        return steps, list(zip(buffers.momenta, buffers.second_moments, next_counts(counts),
+                               strict=True))
+
+    def step_in_place(self, params: Sequence[Tensor], grads: Sequence[Tensor],
+                      factors: Sequence[float], states: Sequence[dict[str, Any]],
+                      workspace: dict[str, Any]) -> None:
+        """The optimizer's step, on buffers kept in ``workspace`` from step to step.
+
+        The momenta and second moments of all tensors stay in flat buffers, and each
+        parameter's ``torch.optim`` state holds views of its part of them: no memory is gathered
+        or scattered from step to step. Memory the state holds otherwise (fresh, loaded from a
+        state dict, or left by a look-ahead step) is copied into the buffers first. While all
+        tensors have had as many updates, their states share one count, advanced in place.
+        """
+        like = self._like()
+        key = (tuple(map(id, params)), like["device"], like["dtype"])
+        buffers = workspace.get("mlp")
+        if buffers is None or buffers.key != key:
+            buffers = workspace["mlp"] = FlatBuffers([p.shape for p in params], self.config, like,
+                                                  key=key, schedule_rows=SCHEDULE_ROWS)
+        counts = buffers.adopt(states, self.memory_of)
+        self._in_place(buffers, params, grads, counts)
+        if len(set(factors)) == 1:
+            torch._foreach_add_(list(params), buffers.steps, alpha=factors[0])
+        else:
+            for p, step, factor in zip(params, buffers.steps, factors, strict=True):
+                p.add_(step, alpha=factor)
+        buffers.advance(states, counts)
+
+    def _in_place(self, buffers: FlatBuffers, params: Sequence[Tensor], grads: Sequence[Tensor],
+                  counts: Sequence[float]) -> Tensor:
+        """Update the memory in ``buffers`` and compute the steps into ``buffers.step``, from
+        ``params`` and ``grads`` after ``counts`` earlier updates; no graph."""
+        b = buffers
+        torch._foreach_copy_(b.params, list(params))
+        torch._foreach_copy_(b.grads, list(grads))
+        b.momenta_rows.lerp_(b.g_rows, self._rates)
+        b.v.lerp_(torch.mul(b.g, b.g, out=b.denominator), self._rate_v)
+        constants, eps = b.constants(counts)
+        denominator = torch.sqrt(b.v, out=b.denominator)
+        if len(set(eps)) == 1:
+            denominator.add_(eps[0])
+        else:
+            for part, tensor_eps in zip(b.denominators, eps, strict=True):
+                part.add_(tensor_eps)
+        torch.div(b.momenta_rows, denominator, out=b.adam_rows)
+        norms = torch.stack([torch.linalg.vector_norm(rows, dim=1) for rows in b.normalised])
+        _, biases = self._first_layer(norms, b.inv_size, constants, out=b.weights)
+        if not self.config.sign_symmetric:
+            for bias, weight, features, out in zip(biases.unbind(0), b.tensor_weights, b.features,
+                                                   b.firsts, strict=True):
+                torch.addmm(bias, weight, features, out=out)
+            return self._output(b.first, b, b.step)
+        # the parameter is even, the other rows odd (see the class docstring)
+        for bias, even_weight, odd_weight, even, odd, out, odd_out in zip(
+                biases.unbind(0), b.even_weights, b.odd_weights, b.even_features, b.odd_features,
+                b.firsts, b.spares, strict=True):
+            torch.addmm(bias, even_weight, even, out=out)
+            torch.mm(odd_weight, odd, out=odd_out)
+        minus = torch.sub(b.first, b.spare, out=b.mirror)
+        step = self._output(b.first.add_(b.spare), b, b.step)
+        return step.sub_(self._output(minus, b, b.mirror_step)).div_(2)
+
+    def _graph_steps(self, grads: Sequence[Tensor], memory: Sequence[Memory],
+                     params: Sequence[Tensor]) -> tuple[list[Tensor], list[Memory]]:
+        """:meth:`steps` with autograd: what :meth:`_in_place` computes, functionally."""
         cfg, like = self.config, self._like()
         k, sizes = len(cfg.decays), [q.numel() for q in grads]
-        seg, inv_size = _segments(tuple(sizes), like["device"])
-        g, p = _flat(grads, like), _flat(params, like)
-        m = _cat([mem[0] for mem in memory], like, dim=1).lerp(g.expand(k, -1), self._rates)
-        v = _cat([mem[1] for mem in memory], like).lerp(g * g, self._rate_v)
+        seg, inv_size = segments(tuple(sizes), like["device"])
+        g, p = flat(grads, like), flat(params, like)
+        m = cat_like([mem[0] for mem in memory], like, dim=1).lerp(g.expand(k, -1), self._rates)
+        v = cat_like([mem[1] for mem in memory], like).lerp(g * g, self._rate_v)
         counts = [float(mem[2]) for mem in memory]
-        uniform = len(set(counts)) == 1  # as usual: every tensor has had as many updates
-        schedules = [self._schedule(c) for c in (counts[:1] if uniform else counts)]
-        constants = torch.tensor(schedules, **like)  # (1 or tensors, columns)
-        eps = schedules[0][k] if uniform else constants[:, k].index_select(0, seg)
-        # Rows: the parameter, the gradient, the momenta, and the Adam directions before the
-        # bias correction of m (a per-tensor factor, applied with the normalisers).
+        schedules = {c: cfg.schedule(c) for c in set(counts)}
+        constants = torch.tensor([schedules[c] for c in counts], **like)
+        eps = (schedules[counts[0]][k] if len(schedules) == 1
+               else constants[:, k].index_select(0, seg))
         x = torch.cat((p.unsqueeze(0), g.unsqueeze(0), m, m / (v.sqrt() + eps)))
         chunks = x.split(sizes, 1)
         norms = torch.stack([torch.linalg.vector_norm(c[:k + 2], dim=1) for c in chunks])
-        normalisers = torch.addcmul(self._norm_eps, norms.square(), inv_size).rsqrt()
-        factors = torch.cat((normalisers, constants[:, :k].expand(len(sizes), k)), 1).unsqueeze(2)
-        if torch.is_grad_enabled():
-            x = torch.cat([c * f for c, f in zip(chunks, factors, strict=True)], 1)
-        else:  # the optimizer's path: the same numbers, without another copy of x
-            for c, f in zip(chunks, factors, strict=True):
-                c.mul_(f)
-        # The time features are the same for all coordinates of a tensor: one bias per tensor.
-        weight, columns = self.inp.weight, 2 * k + 2
-        bias = torch.addmm(self.inp.bias.unsqueeze(1), weight[:, columns:], constants[:, k + 1:].t())
-        if not uniform:
-            bias = bias.index_select(1, seg)
-        if cfg.sign_symmetric:  # the parameter and the time are even, the other rows odd
-            even = torch.addmm(bias, weight[:, :1], x[:1])
-            odd = weight[:, 1:columns] @ x[1:]
+        weights, biases = self._first_layer(norms, inv_size, constants)
+        tensors = list(zip(biases, weights, chunks, strict=True))
+        if cfg.sign_symmetric:
+            even = torch.cat([torch.addmm(b, w[:, :1], c[:1]) for b, w, c in tensors], 1)
+            odd = torch.cat([w[:, 1:] @ c[1:] for _, w, c in tensors], 1)
             step = (self._output(even + odd) - self._output(even - odd)) / 2
         else:
-            step = self._output(torch.addmm(bias, weight[:, :columns], x))
+            step = self._output(torch.cat([torch.addmm(b, w, c) for b, w, c in tensors], 1))
         if step.dtype != grads[0].dtype or step.device != grads[0].device:
             step = step.to(device=grads[0].device, dtype=grads[0].dtype)
         steps = [s.view(q.shape) for s, q in zip(step.split(sizes), grads, strict=True)]
-        # One count tensor serves all tensors with the same count (the rule never writes to it).
-        new_counts = ([torch.tensor([counts[0] + 1.0])] * len(sizes) if uniform
-                      else torch.tensor(counts).add_(1.0).split(1))
-        return steps, list(zip(m.split(sizes, 1), v.split(sizes), new_counts, strict=True))
+        return steps, list(zip(m.split(sizes, 1), v.split(sizes), next_counts(counts),
+                               strict=True))
 
-    def _output(self, first: Tensor) -> Tensor:
-        """The steps from the first layer's pre-activations ``(hidden_size, n)``."""
+    def _output(self, first: Tensor, buffers: FlatBuffers | None = None,
+                out: Tensor | None = None) -> Tensor:
+        """The steps from the first layer's pre-activations ``(hidden_size, n)``; with
+        ``buffers``, computed in them into ``out`` (``first`` and ``buffers.spare`` are
+        overwritten)."""
         cfg = self.config
-        hidden = first.relu_()  # a fresh tensor: relu in place saves an allocation
+        hidden = first.relu_()  # a fresh tensor or a buffer: relu in place saves an allocation
+        spare = None if buffers is None else buffers.spare
         for layer in cast(Iterable[nn.Linear], self.hidden):
-            hidden = torch.addmm(layer.bias.unsqueeze(1), layer.weight, hidden).relu_()
+            hidden, spare = torch.addmm(layer.bias.unsqueeze(1), layer.weight, hidden,
+                                        out=spare).relu_(), hidden
         # exp_mult and step_mult are folded into the head's two rows: 2 x hidden products
         # instead of two passes over every coordinate.
-        scale = self._output_scale.unsqueeze(1)
-        out = torch.addmm(self.head.bias.unsqueeze(1) * scale, self.head.weight * scale, hidden)
-        step = out[0] * out[1].exp()
+        scale = self._output_scale
+        head = torch.addmm(self.head.bias.unsqueeze(1) * scale, self.head.weight * scale, hidden,
+                           out=None if buffers is None else buffers.head)
+        if buffers is None:
+            step = head[0] * torch.exp2(head[1])
+            if cfg.max_step is not None:
+                step = cfg.max_step * torch.tanh(step / cfg.max_step)
+            return step
+        step = torch.mul(buffers.direction, buffers.magnitude.exp2_(), out=out)
         if cfg.max_step is not None:
-            step = cfg.max_step * torch.tanh(step / cfg.max_step)
+            step.div_(cfg.max_step).tanh_().mul_(cfg.max_step)
         return step
 
     @classmethod

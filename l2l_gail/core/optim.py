@@ -34,10 +34,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
     keeps the learned steps and lets a learning-rate schedule scale them).
 
     Each parameter's memory lives in ``self.state[p]`` (for the LSTM rule ``"h"`` and ``"c"``, for
-    the MLP rule ``"momenta"``, ``"second_moment"`` and ``"step"``),
-    and ``state_dict()`` also carries ``phi`` (under ``"learned"``), so a checkpoint resumes
-    bit-for-bit even while ``phi`` is being trained online. ``step()`` never builds a graph;
-    to train ``phi`` use :meth:`lookahead_step` or the helpers of :mod:`l2l_gail.core.metalearn`.
+    the MLP rule ``"momenta"``, ``"second_moment"`` and ``"step"``: views of flat buffers that its
+    :meth:`~l2l_gail.core.rule.UpdateRule.step_in_place` updates in place, as Adam does its
+    state), and ``state_dict()`` copies it and also carries ``phi`` (under ``"learned"``), so a
+    checkpoint resumes bit-for-bit even while ``phi`` is being trained online. ``step()`` never
+    builds a graph; to train ``phi`` use :meth:`lookahead_step` or the helpers of
+    :mod:`l2l_gail.core.metalearn`.
 
     Args:
         params: parameters or parameter groups, as for any ``torch.optim`` optimizer.
@@ -86,6 +88,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr, "reference_lr": reference_lr})
         first = next(p for group in self.param_groups for p in group["params"])
         self.learned = rule.to(first.device)
+        self._workspace: dict[str, Any] = {}  # the rule's buffers between steps (step_in_place)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -93,6 +96,10 @@ class LearnedOptimizer(torch.optim.Optimizer):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "learned": self.learned, "_source": self._source}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._workspace = {}  # the state's memory is copied into fresh buffers at the next step
 
     def _factor(self, group: Mapping[str, Any]) -> float:
         lr, ref = group["lr"], group["reference_lr"]
@@ -113,10 +120,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
         return float(lr / ref)
 
     def _memory(self, p: Tensor) -> Memory:
-        state, keys = self.state[p], self.learned.memory_keys
-        if keys[0] not in state:
-            state.update(zip(keys, self.learned.init_memory(p.numel()), strict=True))
-        return tuple(state[k] for k in keys)
+        return self.learned.memory_of(self.state[p], p.numel())
 
     def _remember(self, p: Tensor, memory: Memory) -> None:
         self.state[p].update(zip(self.learned.memory_keys, memory, strict=True))
@@ -139,10 +143,9 @@ class LearnedOptimizer(torch.optim.Optimizer):
                 params.append(p)
                 grads.append(p.grad)
                 factors.append(factor)
-        steps, memory = self.learned.steps(grads, [self._memory(p) for p in params], params)
-        for p, s, factor, mem in zip(params, steps, factors, memory, strict=True):
-            p.add_(s, alpha=factor)
-            self._remember(p, mem)
+        if params:
+            self.learned.step_in_place(params, grads, factors, [self.state[p] for p in params],
+                                       self._workspace)
         return loss
 
     def lookahead_step(
@@ -176,8 +179,18 @@ class LearnedOptimizer(torch.optim.Optimizer):
         return stats
 
     def state_dict(self) -> dict[str, Any]:
-        """The ``torch.optim`` state dict plus ``phi`` (``"learned"``), for exact resumption."""
-        return {**super().state_dict(), "learned": self.learned.payload()}
+        """The ``torch.optim`` state dict plus ``phi`` (``"learned"``), for exact resumption.
+
+        The memory is copied: a rule may update it in place (the MLP rule's memory is a view of
+        buffers it keeps between steps), and the state dict is a snapshot of this step.
+        """
+        packed = super().state_dict()
+        packed["state"] = {
+            index: {key: value.clone(memory_format=torch.contiguous_format)
+                    if isinstance(value, Tensor) else value for key, value in state.items()}
+            for index, state in packed["state"].items()
+        }
+        return {**packed, "learned": self.learned.payload()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore memory and param groups, and ``phi``'s weights in place (so a meta-optimizer

@@ -125,6 +125,33 @@ class UpdateRule(nn.Module, abc.ABC):
         """True when the rule's step is zero for every gradient (a fresh rule's zero output), so
         applying it as it is would never move the parameters."""
 
+    # -- the optimizer's in-place step ----------------------------------------------------------
+
+    def memory_of(self, state: dict[str, Any], n_coords: int) -> Memory:
+        """The memory held in ``state`` (a parameter's ``torch.optim`` state, memory under
+        :attr:`memory_keys`), stored there fresh from :meth:`init_memory` if it has none."""
+        if self.memory_keys[0] not in state:
+            state.update(zip(self.memory_keys, self.init_memory(n_coords), strict=True))
+        return tuple(state[key] for key in self.memory_keys)
+
+    def step_in_place(self, params: Sequence[Tensor], grads: Sequence[Tensor],
+                      factors: Sequence[float], states: Sequence[dict[str, Any]],
+                      workspace: dict[str, Any]) -> None:
+        """``p += factor * g_phi(grad, memory)`` for every parameter, in place and without a
+        graph, with each parameter's memory read from and written to its ``states`` entry (as
+        :meth:`memory_of`): :class:`~l2l_gail.core.optim.LearnedOptimizer`'s step.
+
+        This implementation calls :meth:`steps`. A rule may override it to keep buffers from
+        step to step in ``workspace``, a dict its caller keeps for the purpose (empty at
+        first), if it takes the same steps as :meth:`steps` up to rounding and leaves the
+        memory in ``states`` in the same format.
+        """
+        memory = [self.memory_of(state, p.numel()) for p, state in zip(params, states, strict=True)]
+        steps, memory = self.steps(grads, memory, params)
+        for p, step, factor, state, mem in zip(params, steps, factors, states, memory, strict=True):
+            p.add_(step, alpha=factor)
+            state.update(zip(self.memory_keys, mem, strict=True))
+
     # -- the functional update ------------------------------------------------------------
 
     def init_state(self, params: Mapping[str, Tensor]) -> State:
