@@ -180,17 +180,19 @@ def test_discriminator_diagnostics_average_the_last_fifth_of_rounds(tmp_path: Pa
         for step in range(10):  # last 20% of 10 rounds: steps 8 and 9
             writer.add_scalar("disc/logit_gen", -float(step) - offset, step)
             writer.add_scalar("disc/disc_acc_gen", 0.5 if step < 8 else 1.0, step)
+            writer.add_scalar("l2l/norm_ratio", 1.0 if step < 8 else 3.0, step)
         writer.close()
     fake_run(root, "gail", 0, [0.5, 0.6])  # no TensorBoard events: no diagnostics, no error
     output = tmp_path / "r.json"
     summary = compare(root, output).summary
     l2l = summary["tasks"]["hopper"]["l2l-gail"]
     assert l2l["runs"]["seed2"]["discriminator"]["logit_gen"] == pytest.approx(-10.5)
-    assert l2l["discriminator_median"] == pytest.approx({"logit_gen": -9.5, "acc_gen": 1.0})
+    expected = {"logit_gen": -9.5, "acc_gen": 1.0, "norm_ratio": 3.0}
+    assert l2l["discriminator_median"] == pytest.approx(expected)
     assert summary["tasks"]["hopper"]["gail"]["discriminator_median"] == {}
     table = output.with_suffix(".md").read_text()
-    assert "| l2l-gail | - | 1.000 | - | -9.500 | - | - |" in table
-    assert "| gail | - | - | - | - | - | - |" in table
+    assert "| l2l-gail | - | 1.000 | - | -9.500 | - | - | - | 3.000 | - |" in table
+    assert "| gail | - | - | - | - | - | - | - | - | - |" in table
 
 
 def test_compare_a_subset_of_methods_in_the_given_order(experiment: Path, tmp_path: Path,

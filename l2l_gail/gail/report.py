@@ -51,9 +51,12 @@ def markdown_table(summary: dict[str, Any]) -> str:
                 f"| {s['steps_per_s']:.0f} |")
         if any(s.get("discriminator_median") for s in methods.values()):
             lines += ["", "Discriminator over the last 20% of rounds (median over runs): accuracy and mean "
-                      "logit on expert and generator samples, update norm, generator reward.", "",
+                      "logit on expert and generator samples, update norm, generator reward, how far one "
+                      "update moves the generator rows' logits, the learned step's norm over Adam's on "
+                      "the same gradient, the constraint's multiplier (- where a method has none).", "",
                       "| method | acc expert | acc generator | logit expert | logit generator | update norm "
-                      "| reward mean |", "|---|---:|---:|---:|---:|---:|---:|"]
+                      "| reward mean | logit shift | norm / Adam's | multiplier |",
+                      "|---|" + "---:|" * len(DISCRIMINATOR_TAGS)]
             for method, s in methods.items():
                 d = s.get("discriminator_median", {})
                 cells = [f"{d[k]:.3f}" if k in d else "-" for k in DISCRIMINATOR_TAGS]
