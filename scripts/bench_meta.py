@@ -27,13 +27,14 @@ per-step cost table is timed in this process.
 ``--frontier`` runs the matched-accuracy frontier instead (issue 15): the LSTM rule and the MLP rule
 are meta-trained with the library's defaults on the offline MNIST images, a sweep of ``l2l meta
 train`` runs (``RUNS_DIR/meta/bench-frontier/<rule>/seed0/``); then every arm -- Adam at each of
-``--adam-lrs`` and each learned optimizer -- trains fresh MLPs on clean data, one sweep job per
-setting, arm and seed (this script with ``--run-curve SETTING:ARM:SEED``), evaluated at
+``--adam-lrs`` and each learned optimizer -- trains fresh MLPs on clean data, and PGD-10 adversarial
+training with Adam at each of ``--pgd-at-lrs`` trains them as the reference of ``gap_closed``; one
+sweep job per setting, arm and seed (this script with ``--run-curve SETTING:ARM:SEED``), evaluated at
 ``--checkpoints`` evenly spaced steps from step 0 to the end: clean, FGSM and PGD-20 accuracy on
 ``--test-size`` held-out test images. The offline MNIST source holds only 500 test images, so the
 other 500 are carved from its training images, which then no run -- meta-training included -- ever
-trains on (``l2l meta train --test-size``). Adam's points and the Adam runs are independent of
-meta-training and run beside it. Finished curves are kept in ``<out>/frontier-curves.json`` and
+trains on (``l2l meta train --test-size``). The Adam and PGD-AT runs do not need meta-training
+and run beside it. Finished curves are kept in ``<out>/frontier-curves.json`` and
 skipped on a re-run. :mod:`l2l_gail.meta.frontier` defines the frontier and the margin; writes
 ``<out>/frontier.{json,md,png}``, the ``cost`` block copied from ``<out>/rule_cost.json``
 (``scripts/bench_rule_cost.py``) when it exists.
@@ -128,6 +129,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"comma-separated frontier settings, of {', '.join(FRONTIER_SETTINGS)} "
                    "(default: all)")
     p.add_argument("--adam-lrs", default="3e-4,1e-3,3e-3,1e-2", help="--frontier: Adam's learning rates")
+    p.add_argument("--pgd-at-lrs", default="1e-3,1e-2",
+                   help="--frontier: learning rates of the PGD-10 adversarial training references (Adam)")
     p.add_argument("--rules", default="lstm,mlp",
                    help="--frontier: the learned rules meta-trained and compared")
     p.add_argument("--checkpoints", type=int, default=15,
@@ -303,8 +306,19 @@ def lr_label(lr: float) -> str:
     return f"{float(mantissa):g}e{int(exponent)}"
 
 
-def frontier_plan(args: argparse.Namespace) -> tuple[list[str], list[str], list[str], list[int]]:
-    """The settings, Adam arms, rules and seeds of ``--frontier``, checked."""
+def parse_lrs(text: str, option: str) -> list[float]:
+    """Comma-separated positive learning rates, or a one-line error naming ``option``."""
+    try:
+        lrs = [float(x) for x in text.split(",") if x]
+    except ValueError:
+        raise L2LError(f"{option} must be comma-separated numbers, got {text!r}") from None
+    if not lrs or min(lrs) <= 0:
+        raise L2LError(f"{option} needs at least one positive learning rate, got {text!r}")
+    return lrs
+
+
+def frontier_plan(args: argparse.Namespace) -> tuple[list[str], list[str], list[str], list[str], list[int]]:
+    """The settings, Adam arms, rules, PGD-AT references and seeds of ``--frontier``, checked."""
     settings = [x for x in args.frontier_settings.split(",") if x]
     rules = [x for x in args.rules.split(",") if x]
     for what, names, known in (("setting", settings, FRONTIER_SETTINGS), ("rule", rules, RULE_NAMES)):
@@ -312,15 +326,11 @@ def frontier_plan(args: argparse.Namespace) -> tuple[list[str], list[str], list[
         if bad or not names:
             raise L2LError(f"unknown frontier {what} {','.join(bad) or '(none)'}; choose from "
                            f"{', '.join(known)}")
-    try:
-        lrs = [float(x) for x in args.adam_lrs.split(",") if x]
-    except ValueError:
-        raise L2LError(f"--adam-lrs must be comma-separated numbers, got {args.adam_lrs!r}") from None
-    if not lrs or min(lrs) <= 0:
-        raise L2LError(f"--adam-lrs needs at least one positive learning rate, got {args.adam_lrs!r}")
     if args.checkpoints < 2 or args.test_size < 1:
         raise L2LError("--checkpoints must be >= 2 (step 0 and the end) and --test-size >= 1")
-    return settings, [f"adam-{lr_label(lr)}" for lr in lrs], rules, parse_seeds(args.seeds)
+    adam = [f"adam-{lr_label(lr)}" for lr in parse_lrs(args.adam_lrs, "--adam-lrs")]
+    pgd_at = [f"pgd-at-{lr_label(lr)}" for lr in parse_lrs(args.pgd_at_lrs, "--pgd-at-lrs")]
+    return settings, adam, rules, pgd_at, parse_seeds(args.seeds)
 
 
 def meta_grid(rules: list[str], args: argparse.Namespace) -> Grid:
@@ -351,8 +361,8 @@ def publish_frontier_optimizer(rule: str, job: Job, args: argparse.Namespace) ->
 def curve_key(setting: str, arm: str, seed: int, args: argparse.Namespace) -> str:
     """``frontier-curves.json``'s key of a curve: everything its numbers depend on."""
     _, dataset, train_size = FRONTIER_SETTINGS[setting]
-    meta = "-" if arm.startswith("adam-") else (f"{FRONTIER_META_DATA}:{args.episodes}x{args.episode_steps}:"
-                                                f"warmup{args.eps_warmup}:lr{args.meta_lr:g}")
+    meta = "-" if arm not in RULE_NAMES else (f"{FRONTIER_META_DATA}:{args.episodes}x{args.episode_steps}:"
+                                              f"warmup{args.eps_warmup}:lr{args.meta_lr:g}")
     return (f"{setting}|{dataset}|{train_size}|mlp|{FRONTIER_EPS}|{args.epochs}|{args.batch_size}|"
             f"{args.test_size}|{args.checkpoints}|{arm}|{meta}|{seed}")
 
@@ -372,18 +382,24 @@ def checkpoint_steps(total: int, count: int) -> list[int]:
 
 
 def run_curve(spec: str, args: argparse.Namespace) -> None:
-    """``--run-curve SETTING:ARM:SEED``: train a fresh MLP with the arm's optimizer on clean data,
-    evaluating it at :func:`checkpoint_steps`; writes the checkpoints to the job's ``curve.json``."""
+    """``--run-curve SETTING:ARM:SEED``: train a fresh MLP with the arm's optimizer on clean data (a
+    ``pgd-at-<lr>`` arm: on PGD-10 batches), evaluating it at :func:`checkpoint_steps`; writes the
+    checkpoints to the job's ``curve.json``."""
     setting, arm, seed_text = spec.split(":")
     seed = int(seed_text)
     _, dataset, train_size = FRONTIER_SETTINGS[setting]
     data = load_data(dataset, None, train_size, seed, test_size=args.test_size)
     torch.manual_seed(seed)  # the same initial network for every arm of a seed
     model = build_optimizee("mlp", data.shape, data.num_classes)
-    if arm.startswith("adam-"):
-        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=float(arm.removeprefix("adam-")))
+    adversarial = arm.startswith("pgd-at-")
+    if arm in RULE_NAMES:
+        opt: torch.optim.Optimizer = LearnedOptimizer(model.parameters(),
+                                                      learned=load_learned(frontier_optimizer(arm, args)))
     else:
-        opt = LearnedOptimizer(model.parameters(), learned=load_learned(frontier_optimizer(arm, args)))
+        lr = float(arm.removeprefix("pgd-at-").removeprefix("adam-"))
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    method = build_method("pgd" if adversarial else "standard", eps=FRONTIER_EPS, channels=data.shape[0],
+                          pgd_steps=10)
     total = args.epochs * -(-len(data.train_y) // args.batch_size)
     steps = set(checkpoint_steps(total, args.checkpoints))
     curve: list[dict[str, float]] = []
@@ -397,7 +413,9 @@ def run_curve(spec: str, args: argparse.Namespace) -> None:
 
     t0 = time.perf_counter()
     evaluate(0)
-    result = fit(model, data, opt, epochs=args.epochs, batch_size=args.batch_size, seed=seed,
+    # PGD-AT's random starts (evaluate_model reseeds at each checkpoint, the same for every arm)
+    torch.manual_seed(seed + 1)
+    result = fit(model, data, opt, epochs=args.epochs, batch_size=args.batch_size, seed=seed, method=method,
                  on_step=evaluate)
     job = curve_job(setting, arm, seed, args)
     write_json(job.run_dir / "curve.json", {"curve": curve, "train_seconds": result.train_seconds,
@@ -411,20 +429,21 @@ def run_curve(spec: str, args: argparse.Namespace) -> None:
 def run_frontier(args: argparse.Namespace) -> int:
     """``--frontier``: meta-train the rules and run the Adam curves (one sweep), then the learned
     curves (a second); gather every finished curve, and write ``frontier.{json,md,png}``."""
-    settings, adam_arms, rules, seeds = frontier_plan(args)
+    settings, adam_arms, rules, references, seeds = frontier_plan(args)
     meta_jobs = dict(zip(rules, meta_grid(rules, args).jobs(args.runs_dir), strict=True))
     cache_path = args.out / "frontier-curves.json"
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    todo: dict[str, dict[str, Job]] = {"adam": {}, "learned": {}}  # the curves not in the cache
+    arms = (*adam_arms, *rules, *references)
+    todo: dict[str, dict[str, Job]] = {"other": {}, "learned": {}}  # the curves not in the cache
     for seed in seeds:
         for st in settings:
-            for arm in (*adam_arms, *rules):
+            for arm in arms:
                 key = curve_key(st, arm, seed, args)
                 if key not in cache:
-                    todo["adam" if arm in adam_arms else "learned"][key] = curve_job(st, arm, seed, args)
-    # meta-training first (the longest jobs), the Adam curves beside it; the learned curves need both rules
+                    todo["learned" if arm in rules else "other"][key] = curve_job(st, arm, seed, args)
+    # meta-training first (the longest jobs), the other curves beside it; the learned ones need the rules
     first = [job for rule, job in meta_jobs.items() if not frontier_optimizer(rule, args).is_file()]
-    first += todo["adam"].values()
+    first += todo["other"].values()
     pending = [job for job in [*first, *todo["learned"].values()] if not job.finished()]
     pool = open_pool(args.jobs, args.address) if pending else None
     try:
@@ -440,7 +459,7 @@ def run_frontier(args: argparse.Namespace) -> int:
     finally:
         if pool is not None:
             pool.close()
-    for key, job in {**todo["adam"], **todo["learned"]}.items():  # also after a failure: nothing is redone
+    for key, job in {**todo["other"], **todo["learned"]}.items():  # also after a failure: nothing is redone
         if job.finished():
             cache[key] = json.loads((job.run_dir / job.done_file).read_text())
     write_json(cache_path, cache)
@@ -449,10 +468,9 @@ def run_frontier(args: argparse.Namespace) -> int:
     entries = []
     for st in settings:
         description, dataset, _ = FRONTIER_SETTINGS[st]
-        runs = {arm: [cache[curve_key(st, arm, seed, args)] for seed in seeds]
-                for arm in (*adam_arms, *rules)}
+        runs = {arm: [cache[curve_key(st, arm, seed, args)] for seed in seeds] for arm in arms}
         curves = {arm: [c for run in arm_runs for c in run["curve"]] for arm, arm_runs in runs.items()}
-        margins = frontier.setting_margins(curves, adam_arms, rules)
+        margins = frontier.setting_margins(curves, adam_arms, [*rules, *references])
         pgd, first_run = margins["pgd20"], runs[adam_arms[0]][0]
         entries.append({
             "name": st, "description": description, "dataset": dataset, "model": "mlp", "eps": FRONTIER_EPS,
@@ -462,21 +480,26 @@ def run_frontier(args: argparse.Namespace) -> int:
             "above_frontier": {r: pgd[r]["paired"]["mean"] for r in rules},
             "above_frontier_spread": {r: pgd[r]["paired"]["spread"] for r in rules},
             "transfers_robustness": {r: pgd[r]["paired"]["transfers_robustness"] for r in rules},
+            "reference_above_frontier": {r: pgd[r]["paired"]["mean"] for r in references},
+            "gap_closed": {r: frontier.gap_closed(pgd[r]["paired"]["mean"],
+                                                  (pgd[ref]["paired"]["mean"] for ref in references))
+                           for r in rules},
             "margins": margins,
             "train_seconds": {arm: statistics.fmean(run["train_seconds"] for run in arm_runs)
                               for arm, arm_runs in runs.items()}})
-    write_frontier(entries, adam_arms, rules, args)
+    write_frontier(entries, adam_arms, rules, references, args)
     return 0
 
 
 def write_frontier(entries: list[dict[str, Any]], adam_arms: list[str], rules: list[str],
-                   args: argparse.Namespace) -> None:
+                   references: list[str], args: argparse.Namespace) -> None:
     """``frontier.json`` (issue 15's keys, then the details), ``frontier.md`` and ``frontier.png``."""
     cost_path = args.out / "rule_cost.json"
     cost = json.loads(cost_path.read_text()).get("cost") if cost_path.is_file() else None
     command = " ".join(["python", *sys.argv])
     budget = {"command": command, "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size,
-              "adam_lrs": args.adam_lrs, "rules": rules, "checkpoints": args.checkpoints,
+              "adam_lrs": args.adam_lrs, "pgd_at_lrs": args.pgd_at_lrs, "rules": rules,
+              "checkpoints": args.checkpoints,
               "test_size": args.test_size, "eps": FRONTIER_EPS, "threads": 1,
               "meta_training": {"data": FRONTIER_META_DATA, "episodes": args.episodes,
                                 "episode_steps": args.episode_steps, "eps_warmup": args.eps_warmup,
@@ -484,6 +507,7 @@ def write_frontier(entries: list[dict[str, Any]], adam_arms: list[str], rules: l
                                     r: str(frontier_optimizer(r, args)) for r in rules}},
               "evaluation": f"clean, FGSM and PGD-20 (1 restart, step 2.5*eps/20) accuracy on "
               f"{args.test_size} held-out test images",
+              "pgd_at": "PGD-10 (step 2.5*eps/10, random start) batches, Adam",
               "frontier": "per seed: upper concave envelope of the seed's Adam points (all learning rates "
               "and checkpoints); margin = mean over the learned checkpoints after step 0 inside Adam's "
               "clean-accuracy range; above_frontier = mean over seeds, spread = std over seeds "
@@ -491,17 +515,18 @@ def write_frontier(entries: list[dict[str, Any]], adam_arms: list[str], rules: l
     write_json(args.out / "frontier.json", {"settings": entries, "cost": cost, "budget": budget,
                                             "cost_source": str(cost_path) if cost else None})
     header = (f"# Matched-accuracy frontier (issue 15)\n\nCommand: `{command}`; seeds {args.seeds}, "
-              f"{args.epochs} epochs at batch {args.batch_size}, Adam at {args.adam_lrs}, {args.checkpoints} "
+              f"{args.epochs} epochs at batch {args.batch_size}, Adam at {args.adam_lrs}, PGD-10 adversarial "
+              f"training with Adam at {args.pgd_at_lrs} (the reference of gap closed), {args.checkpoints} "
               f"checkpoints per run; {budget['evaluation']}. Margins in percentage points of PGD-20 (FGSM) "
               "accuracy over Adam's frontier at matched clean accuracy, " + budget["frontier"] + ".")
-    text = frontier.markdown(entries, rules, header)
+    text = frontier.markdown(entries, rules, references, header)
     if cost:
         text += ("\n## Cost (ms per training step, from rule_cost.json)\n\n| model | Adam | LSTM rule | "
                  "MLP rule |\n|---|---:|---:|---:|\n" + "".join(
                      f"| {m} | {c['adam_ms']:.2f} | {c['lstm_ms']:.2f} | {c['mlp_rule_ms']:.2f} |\n"
                      for m, c in cost.items()))
     atomic_write_text(args.out / "frontier.md", text)
-    frontier.plot(entries, adam_arms, rules, args.out / "frontier.png")
+    frontier.plot(entries, adam_arms, rules, references, args.out / "frontier.png")
     print(text)
 
 

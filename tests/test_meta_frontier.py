@@ -146,3 +146,11 @@ def test_fit_calls_on_step_after_every_step_and_keeps_its_time_out_of_the_clock(
     fit(model, data, torch.optim.SGD(model.parameters(), lr=0.1), epochs=2, batch_size=16, seed=0,
         on_step=seen.append)
     assert seen == list(range(1, 9))  # 4 batches (16, 16, 16, 2) per epoch
+
+
+def test_gap_closed_divides_by_the_strongest_reference_above_the_frontier() -> None:
+    assert F.gap_closed(2.0, [4.0, 8.0, None]) == pytest.approx(0.25)
+    assert F.gap_closed(-2.0, [4.0]) == pytest.approx(-0.5)
+    assert F.gap_closed(2.0, [-1.0, 0.0]) is None  # adversarial training no more robust: no gap
+    assert F.gap_closed(None, [4.0]) is None
+    assert F.gap_closed(2.0, [None]) is None

@@ -36,6 +36,13 @@ choice.
 
 **The verdict** (issue 15's criterion): a learned optimizer transfers robustness in a setting
 only if ``above_frontier`` is positive and exceeds its spread over seeds.
+
+**gap_closed at matched clean accuracy.** The transfer benchmark's ``gap_closed``
+(:mod:`l2l_gail.meta.report`) divides the learned optimizer's robustness gain over clean Adam
+training by adversarial training's. Here both gains are margins over Adam's frontier:
+:func:`gap_closed` is ``above_frontier`` of the learned optimizer over that of PGD adversarial
+training (its checkpoints scored exactly like a learned optimizer's), at its best learning rate
+-- the stronger reference, so that an under-trained one cannot inflate the ratio.
 """
 
 from __future__ import annotations
@@ -172,6 +179,16 @@ def pooled_margin(adam: Iterable[Point], learned: Iterable[Point],
     return (statistics.fmean(found) if found else None), len(found), excluded
 
 
+def gap_closed(margin: float | None, references: Iterable[float | None]) -> float | None:
+    """``margin / max(references)``: the share of adversarial training's margin over Adam's frontier
+    that a learned optimizer's margin reaches; ``None`` when either is unknown or no reference lies
+    above the frontier (there is no gap to close)."""
+    known = [r for r in references if r is not None]
+    if margin is None or not known or max(known) <= 0:
+        return None
+    return margin / max(known)
+
+
 # ----------------------------------------------------------------------------- curves -> summary
 Checkpoint = Mapping[str, float]
 """One evaluation along a training run: ``{"step", "clean", "pgd20", "fgsm", "seed"}``, accuracies in
@@ -228,24 +245,28 @@ def _fmt(value: float | None, spec: str = "+.1f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def markdown(settings: Sequence[Mapping[str, Any]], rules: Sequence[str], header: str) -> str:
-    """The frontier report: per setting, each rule's margin and verdict, then each arm's last
-    checkpoint (``settings`` entries as in ``frontier.json``)."""
+def markdown(settings: Sequence[Mapping[str, Any]], rules: Sequence[str], references: Sequence[str],
+             header: str) -> str:
+    """The frontier report: per setting, each rule's (and reference's) margin, the rules' verdict and
+    gap closed, then each arm's last checkpoint (``settings`` entries as in ``frontier.json``)."""
     lines = [header, ""]
     for s in settings:
         lines += [f"## ({s['name']}) {s['description']}", "",
-                  "| rule | PGD-20 margin (points) | spread over seeds | per seed | points scored / outside "
-                  "Adam's range / degenerate | pooled-envelope margin | FGSM margin | transfers robustness |",
-                  "|---|---:|---:|---|---|---:|---:|---|"]
-        for rule in rules:
-            pgd, fgsm = s["margins"]["pgd20"][rule], s["margins"]["fgsm"][rule]
+                  "| arm | PGD-20 margin (points) | spread over seeds | per seed | points scored / outside "
+                  "Adam's range / degenerate | pooled-envelope margin | FGSM margin | gap closed | "
+                  "transfers robustness |", "|---|---:|---:|---|---|---:|---:|---:|---|"]
+        for arm in [*rules, *references]:
+            pgd, f = s["margins"]["pgd20"][arm], s["margins"]["fgsm"][arm]["paired"]
             p = pgd["paired"]
             per_seed = ", ".join(_fmt(v) for v in p["per_seed"].values())
-            verdict = "**yes**" if p["transfers_robustness"] else "no"
-            f = fgsm["paired"]
-            lines.append(f"| {rule} | {_fmt(p['mean'])} | {_fmt(p['spread'], '.1f')} | {per_seed} | "
+            if arm in rules:
+                gap = _fmt(s["gap_closed"][arm], ".2f")
+                verdict = "**yes**" if p["transfers_robustness"] else "no"
+            else:
+                gap, verdict = "(reference)", "(adversarial training)"
+            lines.append(f"| {arm} | {_fmt(p['mean'])} | {_fmt(p['spread'], '.1f')} | {per_seed} | "
                          f"{p['scored']} / {p['excluded']} / {p['degenerate']} | {_fmt(pgd['pooled'])} | "
-                         f"{_fmt(f['mean'])} ± {_fmt(f['spread'], '.1f')} | {verdict} |")
+                         f"{_fmt(f['mean'])} ± {_fmt(f['spread'], '.1f')} | {gap} | {verdict} |")
         lines += ["", "Last checkpoint (mean ± std over seeds, %):", "",
                   "| arm | step | clean | PGD-20 | FGSM |", "|---|---:|---:|---:|---:|"]
         for arm, points in s["curves"].items():
@@ -257,9 +278,10 @@ def markdown(settings: Sequence[Mapping[str, Any]], rules: Sequence[str], header
 
 
 def plot(settings: Sequence[Mapping[str, Any]], adam_arms: Sequence[str], rules: Sequence[str],
-         path: Path) -> None:
+         references: Sequence[str], path: Path) -> None:
     """PGD-20 against clean accuracy, one panel per setting: every seed's points (small), each arm's
-    seed-mean curve (line), and each seed's Adam frontier (thin grey): the envelopes the margins use."""
+    seed-mean curve (line; references dashed), and each seed's Adam frontier (thin grey): the
+    envelopes the margins use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -269,7 +291,7 @@ def plot(settings: Sequence[Mapping[str, Any]], adam_arms: Sequence[str], rules:
     blues = plt.get_cmap("Blues")
     colours: dict[str, Any] = {arm: blues(0.35 + 0.65 * i / max(1, len(adam_arms) - 1))
                                for i, arm in enumerate(adam_arms)}
-    colours.update({rule: f"C{3 + i}" for i, rule in enumerate(rules)})
+    colours.update({arm: f"C{3 + i}" for i, arm in enumerate([*rules, *references])})
     for ax, s in zip(axes[0], settings, strict=True):
         curves = s["curves"]
         adam = curve_points((c for arm in adam_arms for c in curves[arm]), "pgd20", skip_start=False)
@@ -277,18 +299,19 @@ def plot(settings: Sequence[Mapping[str, Any]], adam_arms: Sequence[str], rules:
             envelope = upper_envelope(adam[seed])
             ax.plot([p[0] for p in envelope], [p[1] for p in envelope], color="0.45", lw=0.8, zorder=1,
                     label="Adam frontier (one per seed)" if i == 0 else None)
-        for arm in [*adam_arms, *rules]:
+        for arm in [*adam_arms, *rules, *references]:
             ax.scatter([100 * c["clean"] for c in curves[arm]], [100 * c["pgd20"] for c in curves[arm]], s=5,
                        color=colours[arm], alpha=0.35, lw=0, zorder=2)
             mean = mean_curve(curves[arm], ("clean", "pgd20"))
-            style = {"marker": "o", "ms": 3} if arm in rules else {}
-            ax.plot([m["clean"] for m in mean], [m["pgd20"] for m in mean], color=colours[arm],
-                    lw=2 if arm in rules else 1.3, zorder=3, label=arm, **style)
+            style: dict[str, Any] = ({"marker": "o", "ms": 3, "lw": 2} if arm in rules else
+                                     {"ls": "--", "lw": 1.3} if arm in references else {"lw": 1.3})
+            ax.plot([m["clean"] for m in mean], [m["pgd20"] for m in mean], color=colours[arm], zorder=3,
+                    label=arm, **style)
         ax.set_title(f"({s['name']}) {s['description']}", fontsize=9)
         ax.set_xlabel("clean accuracy (%)")
         ax.set_ylabel(f"PGD-20 accuracy (%), eps {s['eps']:g}")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="upper left")
+    axes[0][0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
     plt.close(fig)
