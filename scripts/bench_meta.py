@@ -57,7 +57,7 @@ from typing import Any
 
 import torch
 
-from l2l_gail.core import RULE_NAMES, LearnedOptimizer, LSTMRule, LSTMRuleConfig
+from l2l_gail.core import LearnedOptimizer, LSTMRule, LSTMRuleConfig
 from l2l_gail.errors import L2LError, exit_status
 from l2l_gail.meta import frontier
 from l2l_gail.meta.apply import evaluate_model, fit, load_learned
@@ -101,6 +101,15 @@ FRONTIER_SETTINGS: dict[str, tuple[str, str, int | None]] = {
     "c": ("MNIST -> Fashion-MNIST (10,000 training images), eps 0.1", "fashion-mnist", 10_000),
 }
 FRONTIER_EPS = 0.1
+LEARNED: dict[str, dict[str, Any]] = {
+    "lstm": {"rule": "lstm"},
+    "mlp": {"rule": "mlp"},
+    "lstm-sym": {"rule": "lstm", "sign-symmetric": True},
+    "mlp-sym": {"rule": "mlp", "sign-symmetric": True},
+}
+"""The frontier's learned optimizers: label -> the `l2l meta train` options that make it (the
+library's defaults otherwise). ``-sym``: odd in the gradient history, so a drift that ignores the
+gradient -- one way meta-training collapses -- cannot be learned."""
 FRONTIER_META_DATA = "mnist-5k"
 """Every learned optimizer of the frontier is meta-trained here (settings c and d transfer it)."""
 VARIANT_NOTES = {"cleangrad": " (LSTM reads clean gradients)", "lstm1x10": " (LSTM 1 x 10 units)",
@@ -131,8 +140,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--adam-lrs", default="3e-4,1e-3,3e-3,1e-2", help="--frontier: Adam's learning rates")
     p.add_argument("--pgd-at-lrs", default="1e-3,1e-2",
                    help="--frontier: learning rates of the PGD-10 adversarial training references (Adam)")
-    p.add_argument("--rules", default="lstm,mlp",
-                   help="--frontier: the learned rules meta-trained and compared")
+    p.add_argument("--rules", default=",".join(LEARNED),
+                   help="--frontier: the learned optimizers meta-trained and compared, of "
+                   f"{', '.join(LEARNED)} (default: all)")
     p.add_argument("--checkpoints", type=int, default=15,
                    help="--frontier: evaluations per training run, evenly spaced from step 0 to the last "
                    "step")
@@ -321,7 +331,7 @@ def frontier_plan(args: argparse.Namespace) -> tuple[list[str], list[str], list[
     """The settings, Adam arms, rules, PGD-AT references and seeds of ``--frontier``, checked."""
     settings = [x for x in args.frontier_settings.split(",") if x]
     rules = [x for x in args.rules.split(",") if x]
-    for what, names, known in (("setting", settings, FRONTIER_SETTINGS), ("rule", rules, RULE_NAMES)):
+    for what, names, known in (("setting", settings, FRONTIER_SETTINGS), ("rule", rules, LEARNED)):
         bad = [n for n in names if n not in known]
         if bad or not names:
             raise L2LError(f"unknown frontier {what} {','.join(bad) or '(none)'}; choose from "
@@ -334,11 +344,11 @@ def frontier_plan(args: argparse.Namespace) -> tuple[list[str], list[str], list[
 
 
 def meta_grid(rules: list[str], args: argparse.Namespace) -> Grid:
-    """The frontier's meta-training runs: one ``l2l meta train`` per rule, with the library's
-    defaults but this benchmark's budget, and the test images of the frontier held out."""
+    """The frontier's meta-training runs: one ``l2l meta train`` per learned optimizer
+    (:data:`LEARNED`), with this benchmark's budget and the test images of the frontier held out."""
     options = {"eps": FRONTIER_EPS, "episodes": args.episodes, "episode-steps": args.episode_steps,
                "eps-warmup": args.eps_warmup, "meta-lr": args.meta_lr, "test-size": args.test_size}
-    return Grid("meta", [FRONTIER_META_DATA], [Variant(rule, {"rule": rule}) for rule in rules], [0], options,
+    return Grid("meta", [FRONTIER_META_DATA], [Variant(rule, LEARNED[rule]) for rule in rules], [0], options,
                 experiment="bench-frontier")
 
 
@@ -361,7 +371,7 @@ def publish_frontier_optimizer(rule: str, job: Job, args: argparse.Namespace) ->
 def curve_key(setting: str, arm: str, seed: int, args: argparse.Namespace) -> str:
     """``frontier-curves.json``'s key of a curve: everything its numbers depend on."""
     _, dataset, train_size = FRONTIER_SETTINGS[setting]
-    meta = "-" if arm not in RULE_NAMES else (f"{FRONTIER_META_DATA}:{args.episodes}x{args.episode_steps}:"
+    meta = "-" if arm not in LEARNED else (f"{FRONTIER_META_DATA}:{args.episodes}x{args.episode_steps}:"
                                               f"warmup{args.eps_warmup}:lr{args.meta_lr:g}")
     return (f"{setting}|{dataset}|{train_size}|mlp|{FRONTIER_EPS}|{args.epochs}|{args.batch_size}|"
             f"{args.test_size}|{args.checkpoints}|{arm}|{meta}|{seed}")
@@ -392,7 +402,7 @@ def run_curve(spec: str, args: argparse.Namespace) -> None:
     torch.manual_seed(seed)  # the same initial network for every arm of a seed
     model = build_optimizee("mlp", data.shape, data.num_classes)
     adversarial = arm.startswith("pgd-at-")
-    if arm in RULE_NAMES:
+    if arm in LEARNED:
         opt: torch.optim.Optimizer = LearnedOptimizer(model.parameters(),
                                                       learned=load_learned(frontier_optimizer(arm, args)))
     else:
@@ -451,7 +461,7 @@ def run_frontier(args: argparse.Namespace) -> int:
                                   progress=not args.no_progress)
         result = sweep(first)
         report(result)
-        if all(frontier_optimizer(r, args).is_file() or meta_jobs[r].finished() for r in rules):
+        if result.ok and all(frontier_optimizer(r, args).is_file() or meta_jobs[r].finished() for r in rules):
             for rule, job in meta_jobs.items():
                 publish_frontier_optimizer(rule, job, args)
             result = sweep(list(todo["learned"].values()))

@@ -33,10 +33,14 @@ def test_quick_setting_runs_as_jobs_and_is_gathered_then_skipped(tmp_path, capsy
     assert json.loads((out / "cells.json").read_text()) == cells
 
 
-def test_frontier_plan_names_the_arms_and_refuses_bad_input():
+def test_frontier_plan_names_the_arms_and_refuses_bad_input(tmp_path):
     args = bench.parse_args(["--frontier", "--adam-lrs", "3e-4,0.001", "--pgd-at-lrs", "1e-2"])
     settings, adam, rules, refs, seeds = bench.frontier_plan(args)
-    assert (settings, adam, rules) == (["a", "d", "c"], ["adam-3e-4", "adam-1e-3"], ["lstm", "mlp"])
+    assert (settings, adam) == (["a", "d", "c"], ["adam-3e-4", "adam-1e-3"])
+    assert rules == ["lstm", "mlp", "lstm-sym", "mlp-sym"]
+    runs = bench.meta_grid(rules, args).commands(tmp_path)
+    assert runs[2][1][-3:] == ["--rule", "lstm", "--sign-symmetric"]
+    assert all("--test-size" in argv for _, argv in runs)
     assert (refs, seeds) == (["pgd-at-1e-2"], [0, 1, 2, 3, 4])
     for bad, match in ((["--frontier-settings", "a,x"], "unknown frontier setting x"),
                        (["--rules", "gru"], "unknown frontier rule gru"),
