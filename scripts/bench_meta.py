@@ -28,7 +28,9 @@ per-step cost table is timed in this process.
 are meta-trained with the library's defaults on the offline MNIST images, a sweep of ``l2l meta
 train`` runs (``RUNS_DIR/meta/bench-frontier/<rule>/seed0/``); then every arm -- Adam at each of
 ``--adam-lrs`` and each learned optimizer -- trains fresh MLPs on clean data, and PGD-10 adversarial
-training with Adam at each of ``--pgd-at-lrs`` trains them as the reference of ``gap_closed``; one
+training with Adam at each of ``--pgd-at-lrs`` (eps ramped up over the first epoch: at full eps
+from the start it collapses to a constant classifier) trains them as the reference of
+``gap_closed``; one
 sweep job per setting, arm and seed (this script with ``--run-curve SETTING:ARM:SEED``), evaluated at
 ``--checkpoints`` evenly spaced steps from step 0 to the end: clean, FGSM and PGD-20 accuracy on
 ``--test-size`` held-out test images. The offline MNIST source holds only 500 test images, so the
@@ -60,10 +62,11 @@ import torch
 from l2l_gail.core import LearnedOptimizer, LSTMRule, LSTMRuleConfig
 from l2l_gail.errors import L2LError, exit_status
 from l2l_gail.meta import frontier
-from l2l_gail.meta.apply import evaluate_model, fit, load_learned
+from l2l_gail.meta.apply import PGDTrainingWithWarmup, evaluate_model, fit, load_learned
 from l2l_gail.meta.optimizees import build_optimizee
 from l2l_gail.meta.report import WAYS, markdown_table, setting_entry
 from l2l_gail.meta.train import MetaConfig, config_dict, load_data, meta_train
+from l2l_gail.robust.training import Method
 from l2l_gail.runs import RunDir, atomic_write_text, write_json
 from l2l_gail.sweep import Grid, Job, Variant, run_jobs
 from l2l_gail.sweep.cli import report
@@ -371,8 +374,12 @@ def publish_frontier_optimizer(rule: str, job: Job, args: argparse.Namespace) ->
 def curve_key(setting: str, arm: str, seed: int, args: argparse.Namespace) -> str:
     """``frontier-curves.json``'s key of a curve: everything its numbers depend on."""
     _, dataset, train_size = FRONTIER_SETTINGS[setting]
-    meta = "-" if arm not in LEARNED else (f"{FRONTIER_META_DATA}:{args.episodes}x{args.episode_steps}:"
-                                              f"warmup{args.eps_warmup}:lr{args.meta_lr:g}")
+    meta = "-"
+    if arm in LEARNED:
+        meta = (f"{FRONTIER_META_DATA}:{args.episodes}x{args.episode_steps}:warmup{args.eps_warmup}:"
+                f"lr{args.meta_lr:g}")
+    elif arm.startswith("pgd-at-"):
+        meta = "pgd10:eps-warmup-1-epoch"
     return (f"{setting}|{dataset}|{train_size}|mlp|{FRONTIER_EPS}|{args.epochs}|{args.batch_size}|"
             f"{args.test_size}|{args.checkpoints}|{arm}|{meta}|{seed}")
 
@@ -393,7 +400,8 @@ def checkpoint_steps(total: int, count: int) -> list[int]:
 
 def run_curve(spec: str, args: argparse.Namespace) -> None:
     """``--run-curve SETTING:ARM:SEED``: train a fresh MLP with the arm's optimizer on clean data (a
-    ``pgd-at-<lr>`` arm: on PGD-10 batches), evaluating it at :func:`checkpoint_steps`; writes the
+    ``pgd-at-<lr>`` arm: on PGD-10 batches, eps ramped up over the first epoch), evaluating it at
+    :func:`checkpoint_steps`; writes the
     checkpoints to the job's ``curve.json``."""
     setting, arm, seed_text = spec.split(":")
     seed = int(seed_text)
@@ -408,9 +416,9 @@ def run_curve(spec: str, args: argparse.Namespace) -> None:
     else:
         lr = float(arm.removeprefix("pgd-at-").removeprefix("adam-"))
         opt = torch.optim.Adam(model.parameters(), lr=lr)
-    method = build_method("pgd" if adversarial else "standard", eps=FRONTIER_EPS, channels=data.shape[0],
-                          pgd_steps=10)
-    total = args.epochs * -(-len(data.train_y) // args.batch_size)
+    per_epoch = -(-len(data.train_y) // args.batch_size)
+    method = PGDTrainingWithWarmup(FRONTIER_EPS, per_epoch) if adversarial else Method()
+    total = args.epochs * per_epoch
     steps = set(checkpoint_steps(total, args.checkpoints))
     curve: list[dict[str, float]] = []
 
@@ -517,7 +525,8 @@ def write_frontier(entries: list[dict[str, Any]], adam_arms: list[str], rules: l
                                     r: str(frontier_optimizer(r, args)) for r in rules}},
               "evaluation": f"clean, FGSM and PGD-20 (1 restart, step 2.5*eps/20) accuracy on "
               f"{args.test_size} held-out test images",
-              "pgd_at": "PGD-10 (step 2.5*eps/10, random start) batches, Adam",
+              "pgd_at": "PGD-10 (step 2.5*eps/10, random start) batches, eps ramped up linearly over the "
+              "first epoch, Adam",
               "frontier": "per seed: upper concave envelope of the seed's Adam points (all learning rates "
               "and checkpoints); margin = mean over the learned checkpoints after step 0 inside Adam's "
               "clean-accuracy range; above_frontier = mean over seeds, spread = std over seeds "

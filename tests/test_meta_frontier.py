@@ -10,10 +10,10 @@ import torch
 
 from l2l_gail.errors import L2LError
 from l2l_gail.meta import frontier as F
-from l2l_gail.meta.apply import fit
+from l2l_gail.meta.apply import PGDTrainingWithWarmup, fit
 from l2l_gail.meta.optimizees import MLP
 from l2l_gail.meta.train import hold_out
-from l2l_gail.robust.data import synthetic
+from l2l_gail.robust.data import synthetic, to_float
 
 torch.set_num_threads(1)
 
@@ -154,3 +154,20 @@ def test_gap_closed_divides_by_the_strongest_reference_above_the_frontier() -> N
     assert F.gap_closed(2.0, [-1.0, 0.0]) is None  # adversarial training no more robust: no gap
     assert F.gap_closed(None, [4.0]) is None
     assert F.gap_closed(2.0, [None]) is None
+
+
+def test_pgd_training_ramps_eps_up_over_the_warmup_steps() -> None:
+    data = synthetic((1, 8, 8), num_classes=3, train_size=50, test_size=10, seed=0)
+    torch.manual_seed(0)
+    model = MLP(64, 3, 4)
+    method = PGDTrainingWithWarmup(0.1, warmup_steps=4, pgd_steps=2)
+    seen: list[float] = []
+    x, y = to_float(data.train_x[:8]), data.train_y[:8]
+    for _ in range(6):
+        seen.append(float((method.adversarial(model, x, y) - x).abs().max()))
+        method.after_step(model, x, y)
+    assert seen[0] == 0  # step 0: clean batch
+    assert seen[1] == pytest.approx(0.025, abs=1e-6) and seen[3] == pytest.approx(0.075, abs=1e-6)
+    assert seen[4] == pytest.approx(0.1, abs=1e-6) and seen[5] == pytest.approx(0.1, abs=1e-6)
+    with pytest.raises(L2LError, match="warm-up must be >= 0"):
+        PGDTrainingWithWarmup(0.1, warmup_steps=-1)
