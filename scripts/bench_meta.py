@@ -104,15 +104,21 @@ FRONTIER_SETTINGS: dict[str, tuple[str, str, int | None]] = {
     "c": ("MNIST -> Fashion-MNIST (10,000 training images), eps 0.1", "fashion-mnist", 10_000),
 }
 FRONTIER_EPS = 0.1
-LEARNED: dict[str, dict[str, Any]] = {
-    "lstm": {"rule": "lstm"},
-    "mlp": {"rule": "mlp"},
-    "lstm-sym": {"rule": "lstm", "sign-symmetric": True},
-    "mlp-sym": {"rule": "mlp", "sign-symmetric": True},
+LEARNED: dict[str, tuple[dict[str, Any], int]] = {
+    "lstm": ({"rule": "lstm"}, 0),
+    "mlp": ({"rule": "mlp"}, 0),
+    "lstm-sym": ({"rule": "lstm", "sign-symmetric": True}, 0),
+    "mlp-sym": ({"rule": "mlp", "sign-symmetric": True}, 0),
+    "lstm-meta1": ({"rule": "lstm"}, 1),
+    "lstm-meta2": ({"rule": "lstm"}, 2),
+    "mlp-meta1": ({"rule": "mlp"}, 1),
+    "mlp-meta2": ({"rule": "mlp"}, 2),
 }
-"""The frontier's learned optimizers: label -> the `l2l meta train` options that make it (the
-library's defaults otherwise). ``-sym``: odd in the gradient history, so a drift that ignores the
-gradient -- one way meta-training collapses -- cannot be learned."""
+"""The frontier's learned optimizers: label -> (the `l2l meta train` options that make it, the
+library's defaults otherwise; its meta-training seed). ``-sym``: odd in the gradient history, so a
+drift that ignores the gradient -- one way meta-training collapses -- cannot be learned.
+``-meta<k>``: the same rule meta-trained from another seed, which measures how much the outcome
+of meta-training, collapse included, depends on it."""
 FRONTIER_META_DATA = "mnist-5k"
 """Every learned optimizer of the frontier is meta-trained here (settings c and d transfer it)."""
 VARIANT_NOTES = {"cleangrad": " (LSTM reads clean gradients)", "lstm1x10": " (LSTM 1 x 10 units)",
@@ -346,12 +352,13 @@ def frontier_plan(args: argparse.Namespace) -> tuple[list[str], list[str], list[
     return settings, adam, rules, pgd_at, parse_seeds(args.seeds)
 
 
-def meta_grid(rules: list[str], args: argparse.Namespace) -> Grid:
-    """The frontier's meta-training runs: one ``l2l meta train`` per learned optimizer
-    (:data:`LEARNED`), with this benchmark's budget and the test images of the frontier held out."""
+def meta_grid(rule: str, args: argparse.Namespace) -> Grid:
+    """The meta-training run of learned optimizer ``rule`` (:data:`LEARNED`): one ``l2l meta
+    train``, with this benchmark's budget and the test images of the frontier held out."""
     options = {"eps": FRONTIER_EPS, "episodes": args.episodes, "episode-steps": args.episode_steps,
                "eps-warmup": args.eps_warmup, "meta-lr": args.meta_lr, "test-size": args.test_size}
-    return Grid("meta", [FRONTIER_META_DATA], [Variant(rule, LEARNED[rule]) for rule in rules], [0], options,
+    variant, seed = LEARNED[rule]
+    return Grid("meta", [FRONTIER_META_DATA], [Variant(rule, variant)], [seed], options,
                 experiment="bench-frontier")
 
 
@@ -448,7 +455,7 @@ def run_frontier(args: argparse.Namespace) -> int:
     """``--frontier``: meta-train the rules and run the Adam curves (one sweep), then the learned
     curves (a second); gather every finished curve, and write ``frontier.{json,md,png}``."""
     settings, adam_arms, rules, references, seeds = frontier_plan(args)
-    meta_jobs = dict(zip(rules, meta_grid(rules, args).jobs(args.runs_dir), strict=True))
+    meta_jobs = {rule: meta_grid(rule, args).jobs(args.runs_dir)[0] for rule in rules}
     cache_path = args.out / "frontier-curves.json"
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     arms = (*adam_arms, *rules, *references)

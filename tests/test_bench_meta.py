@@ -37,10 +37,11 @@ def test_frontier_plan_names_the_arms_and_refuses_bad_input(tmp_path):
     args = bench.parse_args(["--frontier", "--adam-lrs", "3e-4,0.001", "--pgd-at-lrs", "1e-2"])
     settings, adam, rules, refs, seeds = bench.frontier_plan(args)
     assert (settings, adam) == (["a", "d", "c"], ["adam-3e-4", "adam-1e-3"])
-    assert rules == ["lstm", "mlp", "lstm-sym", "mlp-sym"]
-    runs = bench.meta_grid(rules, args).commands(tmp_path)
-    assert runs[2][1][-3:] == ["--rule", "lstm", "--sign-symmetric"]
-    assert all("--test-size" in argv for _, argv in runs)
+    assert rules[:4] == ["lstm", "mlp", "lstm-sym", "mlp-sym"]
+    [(_, sym)] = bench.meta_grid("lstm-sym", args).commands(tmp_path)
+    assert sym[-3:] == ["--rule", "lstm", "--sign-symmetric"] and "--test-size" in sym
+    [(name, meta1)] = bench.meta_grid("mlp-meta1", args).commands(tmp_path)
+    assert name == "bench-frontier/mlp-meta1/seed1" and meta1[meta1.index("--seed") + 1] == "1"
     assert (refs, seeds) == (["pgd-at-1e-2"], [0, 1, 2, 3, 4])
     for bad, match in ((["--frontier-settings", "a,x"], "unknown frontier setting x"),
                        (["--rules", "gru"], "unknown frontier rule gru"),
