@@ -386,8 +386,9 @@ def curve_key(setting: str, arm: str, seed: int, args: argparse.Namespace) -> st
     _, dataset, train_size = FRONTIER_SETTINGS[setting]
     meta = "-"
     if arm in LEARNED:
+        meta_lr = LEARNED[arm][0].get("meta-lr", args.meta_lr)
         meta = (f"{FRONTIER_META_DATA}:{args.episodes}x{args.episode_steps}:warmup{args.eps_warmup}:"
-                f"lr{args.meta_lr:g}")
+                f"lr{meta_lr:g}")
     elif arm.startswith("pgd-at-"):
         meta = "pgd10:eps-warmup-1-epoch"
     return (f"{setting}|{dataset}|{train_size}|mlp|{FRONTIER_EPS}|{args.epochs}|{args.batch_size}|"
