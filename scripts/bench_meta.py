@@ -36,7 +36,7 @@ sweep job per setting, arm and seed (this script with ``--run-curve SETTING:ARM:
 ``--test-size`` held-out test images. The offline MNIST source holds only 500 test images, so the
 other 500 are carved from its training images, which then no run -- meta-training included -- ever
 trains on (``l2l meta train --test-size``). The Adam and PGD-AT runs do not need meta-training
-and run beside it. Finished curves are kept in ``<out>/frontier-curves.json`` and
+and run beside it. Finished curves are kept in ``<runs-dir>/frontier-curves.json`` and
 skipped on a re-run. :mod:`l2l_gail.meta.frontier` defines the frontier and the margin; writes
 ``<out>/frontier.{json,md,png}``, the ``cost`` block copied from ``<out>/rule_cost.json``
 (``scripts/bench_rule_cost.py``) when it exists.
@@ -460,7 +460,7 @@ def run_frontier(args: argparse.Namespace) -> int:
     curves (a second); gather every finished curve, and write ``frontier.{json,md,png}``."""
     settings, adam_arms, rules, references, seeds = frontier_plan(args)
     meta_jobs = {rule: meta_grid(rule, args).jobs(args.runs_dir)[0] for rule in rules}
-    cache_path = args.out / "frontier-curves.json"
+    cache_path = args.runs_dir / "frontier-curves.json"
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     arms = (*adam_arms, *rules, *references)
     todo: dict[str, dict[str, Job]] = {"other": {}, "learned": {}}  # the curves not in the cache
@@ -498,7 +498,8 @@ def run_frontier(args: argparse.Namespace) -> int:
     for st in settings:
         description, dataset, _ = FRONTIER_SETTINGS[st]
         runs = {arm: [cache[curve_key(st, arm, seed, args)] for seed in seeds] for arm in arms}
-        curves = {arm: [c for run in arm_runs for c in run["curve"]] for arm, arm_runs in runs.items()}
+        curves = {arm: [{k: round(v, 6) for k, v in c.items()} for run in arm_runs for c in run["curve"]]
+                  for arm, arm_runs in runs.items()}
         margins = frontier.setting_margins(curves, adam_arms, [*rules, *references])
         pgd, first_run = margins["pgd20"], runs[adam_arms[0]][0]
         entries.append({
@@ -542,8 +543,10 @@ def write_frontier(entries: list[dict[str, Any]], adam_arms: list[str], rules: l
               "and checkpoints); margin = mean over the learned checkpoints after step 0 inside Adam's "
               "clean-accuracy range; above_frontier = mean over seeds, spread = std over seeds "
               "(l2l_gail.meta.frontier)"}
-    write_json(args.out / "frontier.json", {"settings": entries, "cost": cost, "budget": budget,
-                                            "cost_source": str(cost_path) if cost else None})
+    # compact: some 7,000 checkpoints; frontier.md is the readable view
+    result = {"settings": entries, "cost": cost, "budget": budget,
+              "cost_source": str(cost_path) if cost else None}
+    atomic_write_text(args.out / "frontier.json", json.dumps(result, separators=(",", ":")) + "\n")
     header = (f"# Matched-accuracy frontier (issue 15)\n\nCommand: `{command}`; seeds {args.seeds}, "
               f"{args.epochs} epochs at batch {args.batch_size}, Adam at {args.adam_lrs}, PGD-10 adversarial "
               f"training with Adam at {args.pgd_at_lrs} (the reference of gap closed), {args.checkpoints} "

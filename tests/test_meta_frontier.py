@@ -91,6 +91,24 @@ def test_paired_margin_excludes_out_of_range_and_degenerate_points() -> None:
         F.paired_margin(ADAM, {2: [(50, 10)]})
 
 
+def test_runs_that_end_degenerate_are_not_scored_at_all() -> None:
+    runs = {0: [(16, 16), (12, 12)], 1: [(20, 1), (60, 30)], 2: []}
+    kept, dropped = F.drop_degenerate_runs(runs)
+    assert kept == {0: [], 1: [(20, 1), (60, 30)], 2: []} and dropped == 2
+
+
+def test_setting_margins_counts_a_degenerate_runs_points_as_degenerate() -> None:
+    adam = [{"step": s, "clean": c, "pgd20": 0.0, "fgsm": 0.0, "seed": seed}
+            for seed in (0, 1) for s, c in ((0, 0.1), (5, 0.9))]
+    # seed 0 passes 0.16 on its way to a constant classifier: no score; seed 1 is scored
+    learned = [{"step": s, "clean": c, "pgd20": c, "fgsm": c, "seed": seed}
+               for seed, run in ((0, ((0, 0.1), (3, 0.16), (5, 0.1))), (1, ((0, 0.1), (5, 0.5))))
+               for s, c in run]
+    paired = F.setting_margins({"adam": adam, "rule": learned}, ["adam"], ["rule"])["pgd20"]["rule"]["paired"]
+    assert paired["per_seed"] == {"0": None, "1": pytest.approx(50)}
+    assert (paired["scored"], paired["degenerate"]) == (1, 2)
+
+
 def test_pooled_margin_uses_one_envelope_of_all_seeds() -> None:
     adam = [p for ps in ADAM.values() for p in ps]
     mean, scored, excluded = F.pooled_margin(adam, [(50, 16), (30, 14), (99, 0), (12, 40)])

@@ -24,7 +24,10 @@ have no frontier value; they are excluded and counted (``excluded``), never extr
 below :data:`DEGENERATE_CLEAN` clean accuracy are left out too and counted (``degenerate``): a
 network that outputs one class has attacked accuracy equal to its clean accuracy, about chance,
 which puts it above an untrained network's point (attacked accuracy near 0) without any
-robustness -- the collapse of meta-training to constant outputs produces exactly such rules.
+robustness -- the collapse of meta-training to constant outputs produces exactly such rules. So
+is every point of a run that *ends* below it (:func:`drop_degenerate_runs`): such a run is a
+degenerate optimizer's, whose passing checkpoints a little above the threshold are still
+near-constant classifiers.
 
 Why one frontier per seed: at a seed every arm starts from the same initial network and sees the
 same batches, so the comparison is paired and the seed-to-seed variation of the initialisation
@@ -205,21 +208,37 @@ def curve_points(checkpoints: Iterable[Checkpoint], attack: str, *,
     return out
 
 
+def drop_degenerate_runs(points: Mapping[int, Sequence[Point]],
+                         min_clean: float = DEGENERATE_CLEAN) -> tuple[dict[int, list[Point]], int]:
+    """``points`` (by seed, each run's in training order) with the runs whose last point lies below
+    ``min_clean`` emptied, and the number of points they held."""
+    out: dict[int, list[Point]] = {}
+    dropped = 0
+    for seed, run in points.items():
+        if run and run[-1][0] < min_clean:
+            out[seed], dropped = [], dropped + len(run)
+        else:
+            out[seed] = list(run)
+    return out, dropped
+
+
 def setting_margins(curves: Mapping[str, Sequence[Checkpoint]], adam_arms: Sequence[str],
                     rules: Sequence[str], attacks: Sequence[str] = ("pgd20", "fgsm")) -> dict[str, Any]:
     """Each rule's margins over Adam's frontier in one setting, for each attack:
     ``{attack: {rule: {"paired": Margin.to_dict(), "pooled": mean, "pooled_scored": n,
-    "pooled_excluded": n}}}``."""
+    "pooled_excluded": n}}}``; the points of runs that end degenerate are counted as degenerate."""
     out: dict[str, Any] = {}
     for attack in attacks:
         adam = curve_points((c for arm in adam_arms for c in curves[arm]), attack, skip_start=False)
         out[attack] = {}
         for rule in rules:
-            learned = curve_points(curves[rule], attack, skip_start=True)
+            learned, dropped = drop_degenerate_runs(curve_points(curves[rule], attack, skip_start=True))
             pooled, scored, excluded = pooled_margin((p for ps in adam.values() for p in ps),
                                                      (p for ps in learned.values() for p in ps))
-            out[attack][rule] = {"paired": paired_margin(adam, learned).to_dict(), "pooled": pooled,
-                                 "pooled_scored": scored, "pooled_excluded": excluded}
+            paired = paired_margin(adam, learned)
+            paired.degenerate += dropped
+            out[attack][rule] = {"paired": paired.to_dict(), "pooled": pooled, "pooled_scored": scored,
+                                 "pooled_excluded": excluded}
     return out
 
 
@@ -277,41 +296,53 @@ def markdown(settings: Sequence[Mapping[str, Any]], rules: Sequence[str], refere
     return "\n".join(lines) + "\n"
 
 
+ZOOM = ((50.0, 100.0), (0.0, 25.0))
+"""The bottom row's (clean, PGD-20) window, in percent: where Adam's frontier and the learned
+optimizers' trained models lie, which adversarial training's curves would squeeze to a sliver."""
+
+
 def plot(settings: Sequence[Mapping[str, Any]], adam_arms: Sequence[str], rules: Sequence[str],
          references: Sequence[str], path: Path) -> None:
-    """PGD-20 against clean accuracy, one panel per setting: every seed's points (small), each arm's
-    seed-mean curve (line; references dashed), and each seed's Adam frontier (thin grey): the
-    envelopes the margins use."""
+    """PGD-20 against clean accuracy, one column per setting (the bottom row zoomed to
+    :data:`ZOOM`): every seed's points (small), each arm's seed-mean curve (line; adversarial
+    training dashed), and each seed's Adam frontier (thin grey): the envelopes the margins use."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.2 * len(settings), 4.6), squeeze=False)
-    blues = plt.get_cmap("Blues")
+    fig, axes = plt.subplots(2, len(settings), figsize=(5.4 * len(settings), 9.4), squeeze=False)
+    blues, others = plt.get_cmap("Blues"), plt.get_cmap("tab20")
     colours: dict[str, Any] = {arm: blues(0.35 + 0.65 * i / max(1, len(adam_arms) - 1))
                                for i, arm in enumerate(adam_arms)}
-    colours.update({arm: f"C{3 + i}" for i, arm in enumerate([*rules, *references])})
-    for ax, s in zip(axes[0], settings, strict=True):
+    # tab20 without its two blues (Adam's), then its lighter shades
+    palette = [others(i) for i in (*range(2, 20, 2), *range(3, 20, 2))]
+    colours.update({arm: palette[i % len(palette)] for i, arm in enumerate(rules)})
+    colours.update({arm: str(0.45 * i / max(1, len(references) - 1)) for i, arm in enumerate(references)})
+    for column, s in enumerate(settings):
         curves = s["curves"]
         adam = curve_points((c for arm in adam_arms for c in curves[arm]), "pgd20", skip_start=False)
-        for i, seed in enumerate(sorted(adam)):
-            envelope = upper_envelope(adam[seed])
-            ax.plot([p[0] for p in envelope], [p[1] for p in envelope], color="0.45", lw=0.8, zorder=1,
-                    label="Adam frontier (one per seed)" if i == 0 else None)
-        for arm in [*adam_arms, *rules, *references]:
-            ax.scatter([100 * c["clean"] for c in curves[arm]], [100 * c["pgd20"] for c in curves[arm]], s=5,
-                       color=colours[arm], alpha=0.35, lw=0, zorder=2)
-            mean = mean_curve(curves[arm], ("clean", "pgd20"))
-            style: dict[str, Any] = ({"marker": "o", "ms": 3, "lw": 2} if arm in rules else
-                                     {"ls": "--", "lw": 1.3} if arm in references else {"lw": 1.3})
-            ax.plot([m["clean"] for m in mean], [m["pgd20"] for m in mean], color=colours[arm], zorder=3,
-                    label=arm, **style)
-        ax.set_title(f"({s['name']}) {s['description']}", fontsize=9)
-        ax.set_xlabel("clean accuracy (%)")
-        ax.set_ylabel(f"PGD-20 accuracy (%), eps {s['eps']:g}")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
+        for ax in axes[:, column]:
+            for i, seed in enumerate(sorted(adam)):
+                envelope = upper_envelope(adam[seed])
+                ax.plot([p[0] for p in envelope], [p[1] for p in envelope], color="0.6", lw=0.7, zorder=1,
+                        label="Adam frontier (one per seed)" if i == 0 else None)
+            for arm in [*adam_arms, *rules, *references]:
+                ax.scatter([100 * c["clean"] for c in curves[arm]], [100 * c["pgd20"] for c in curves[arm]],
+                           s=4, color=colours[arm], alpha=0.3, lw=0, zorder=2)
+                mean = mean_curve(curves[arm], ("clean", "pgd20"))
+                style: dict[str, Any] = ({"marker": "o", "ms": 2.5, "lw": 1.6} if arm in rules else
+                                         {"ls": "--", "lw": 1.3} if arm in references else {"lw": 1.3})
+                ax.plot([m["clean"] for m in mean], [m["pgd20"] for m in mean], color=colours[arm], zorder=3,
+                        label=arm, **style)
+            ax.set_xlabel("clean accuracy (%)")
+            ax.set_ylabel(f"PGD-20 accuracy (%), eps {s['eps']:g}")
+            ax.grid(alpha=0.3)
+        axes[0, column].set_title(f"({s['name']}) {s['description']}", fontsize=9)
+        axes[1, column].set_title("zoom", fontsize=9)
+        axes[1, column].set_xlim(*ZOOM[0])
+        axes[1, column].set_ylim(*ZOOM[1])
+    axes[0, 0].legend(fontsize=6.5, loc="upper left", ncol=2)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
