@@ -39,7 +39,7 @@ trains on (``l2l meta train --test-size``). The Adam and PGD-AT runs do not need
 and run beside it. Finished curves are kept in ``<runs-dir>/frontier-curves.json`` and
 skipped on a re-run. :mod:`l2l_gail.meta.frontier` defines the frontier and the margin; writes
 ``<out>/frontier.{json,md,png}``, the ``cost`` block copied from ``<out>/rule_cost.json``
-(``scripts/bench_rule_cost.py``) when it exists.
+(``scripts/bench_rule_cost.py``; or ``--cost-file``) when it exists.
 
     python scripts/bench_meta.py --frontier      # settings a, d, c; 5 seeds
 """
@@ -158,6 +158,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoints", type=int, default=15,
                    help="--frontier: evaluations per training run, evenly spaced from step 0 to the last "
                    "step")
+    p.add_argument("--cost-file", type=Path, default=None,
+                   help="--frontier: the rule_cost.json whose cost block frontier.json quotes (default: "
+                   "<out>/rule_cost.json)")
     p.add_argument("--test-size", type=int, default=1000,
                    help="--frontier: held-out test images evaluated (mnist-5k: its 500, then training images "
                    "set aside)")
@@ -524,8 +527,9 @@ def run_frontier(args: argparse.Namespace) -> int:
 def write_frontier(entries: list[dict[str, Any]], adam_arms: list[str], rules: list[str],
                    references: list[str], args: argparse.Namespace) -> None:
     """``frontier.json`` (issue 15's keys, then the details), ``frontier.md`` and ``frontier.png``."""
-    cost_path = args.out / "rule_cost.json"
-    cost = json.loads(cost_path.read_text()).get("cost") if cost_path.is_file() else None
+    cost_path = args.cost_file or args.out / "rule_cost.json"
+    cost_file = json.loads(cost_path.read_text()) if cost_path.is_file() else {}
+    cost = cost_file.get("cost")
     command = " ".join(["python", *sys.argv])
     budget = {"command": command, "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size,
               "adam_lrs": args.adam_lrs, "pgd_at_lrs": args.pgd_at_lrs, "rules": rules,
@@ -545,7 +549,8 @@ def write_frontier(entries: list[dict[str, Any]], adam_arms: list[str], rules: l
               "(l2l_gail.meta.frontier)"}
     # compact: some 7,000 checkpoints; frontier.md is the readable view
     result = {"settings": entries, "cost": cost, "budget": budget,
-              "cost_source": str(cost_path) if cost else None}
+              "cost_source": {"file": str(cost_path), "budget": cost_file.get("budget"),
+                              "load_average": cost_file.get("load_average")} if cost else None}
     atomic_write_text(args.out / "frontier.json", json.dumps(result, separators=(",", ":")) + "\n")
     header = (f"# Matched-accuracy frontier (issue 15)\n\nCommand: `{command}`; seeds {args.seeds}, "
               f"{args.epochs} epochs at batch {args.batch_size}, Adam at {args.adam_lrs}, PGD-10 adversarial "
@@ -554,8 +559,9 @@ def write_frontier(entries: list[dict[str, Any]], adam_arms: list[str], rules: l
               "accuracy over Adam's frontier at matched clean accuracy, " + budget["frontier"] + ".")
     text = frontier.markdown(entries, rules, references, header)
     if cost:
-        text += ("\n## Cost (ms per training step, from rule_cost.json)\n\n| model | Adam | LSTM rule | "
-                 "MLP rule |\n|---|---:|---:|---:|\n" + "".join(
+        clock = (cost_file.get("budget") or {}).get("clock", "wall")
+        text += (f"\n## Cost (ms of {clock} time per training step, from `{cost_path}`)\n\n| model | Adam | "
+                 "LSTM rule | MLP rule |\n|---|---:|---:|---:|\n" + "".join(
                      f"| {m} | {c['adam_ms']:.2f} | {c['lstm_ms']:.2f} | {c['mlp_rule_ms']:.2f} |\n"
                      for m, c in cost.items()))
     atomic_write_text(args.out / "frontier.md", text)
