@@ -106,8 +106,8 @@ class ApplyConfig:
 class PGDTrainingWithWarmup(Method):
     """PGD adversarial training (Madry et al. 2018) whose eps grows linearly from 0 to ``eps`` over
     the first ``warmup_steps`` optimizer steps (Gowal et al. 2018's ramp, as ``l2l meta train``'s
-    ``--eps-warmup``): from full eps at the first step, PGD-10 training of the ReLU/Xavier MNIST MLP
-    at eps 0.1 collapses to a constant classifier, at Adam lr 1e-3 and 1e-2 alike.
+    ``--eps-warmup``): adversarial training from full eps at the first step can collapse to a
+    constant classifier, and did on the frontier benchmark's MNIST MLP (``results/meta/README.md``).
 
     The step count advances in ``after_step``, i.e. once per optimizer step of :func:`fit`.
     """

@@ -34,8 +34,8 @@ same batches, so the comparison is paired and the seed-to-seed variation of the 
 cancels. An envelope of all seeds' Adam points pooled takes the maximum over seed noise as well
 as over learning rates and is biased against the learned optimizer; an envelope of the seed-mean
 curves has no spread over seeds, which the verdict needs. The pooled margin is reported beside
-the paired one (``above_frontier_pooled``) as a check that the verdict does not hinge on this
-choice.
+the paired one (``pooled`` in :func:`setting_margins`), to show how much a result depends on
+this choice.
 
 **The verdict** (issue 15's criterion): a learned optimizer transfers robustness in a setting
 only if ``above_frontier`` is positive and exceeds its spread over seeds.
