@@ -23,6 +23,25 @@ per-step cost table is timed in this process.
 
     python scripts/bench_meta.py                 # the committed budget
     python scripts/bench_meta.py --quick --out /tmp/meta-quick
+
+``--frontier`` runs the matched-accuracy frontier instead (issue 15): the LSTM rule and the MLP rule
+are meta-trained with the library's defaults on the offline MNIST images, a sweep of ``l2l meta
+train`` runs (``RUNS_DIR/meta/bench-frontier/<rule>/seed0/``); then every arm -- Adam at each of
+``--adam-lrs`` and each learned optimizer -- trains fresh MLPs on clean data, and PGD-10 adversarial
+training with Adam at each of ``--pgd-at-lrs`` (eps ramped up over the first epoch: at full eps
+from the start it collapses to a constant classifier) trains them as the reference of
+``gap_closed``; one
+sweep job per setting, arm and seed (this script with ``--run-curve SETTING:ARM:SEED``), evaluated at
+``--checkpoints`` evenly spaced steps from step 0 to the end: clean, FGSM and PGD-20 accuracy on
+``--test-size`` held-out test images. The offline MNIST source holds only 500 test images, so the
+other 500 are carved from its training images, which then no run -- meta-training included -- ever
+trains on (``l2l meta train --test-size``). The Adam and PGD-AT runs do not need meta-training
+and run beside it. Finished curves are kept in ``<runs-dir>/frontier-curves.json`` and
+skipped on a re-run. :mod:`l2l_gail.meta.frontier` defines the frontier and the margin; writes
+``<out>/frontier.{json,md,png}``, the ``cost`` block copied from ``<out>/rule_cost.json``
+(``scripts/bench_rule_cost.py``; or ``--cost-file``) when it exists.
+
+    python scripts/bench_meta.py --frontier      # settings a, d, c; 5 seeds
 """
 
 from __future__ import annotations
@@ -32,6 +51,7 @@ import functools
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,14 +60,18 @@ from typing import Any
 import torch
 
 from l2l_gail.core import LearnedOptimizer, LSTMRule, LSTMRuleConfig
-from l2l_gail.meta.apply import evaluate_model, fit, load_learned
+from l2l_gail.errors import L2LError, exit_status
+from l2l_gail.meta import frontier
+from l2l_gail.meta.apply import PGDTrainingWithWarmup, evaluate_model, fit, load_learned
 from l2l_gail.meta.optimizees import build_optimizee
 from l2l_gail.meta.report import WAYS, markdown_table, setting_entry
 from l2l_gail.meta.train import MetaConfig, config_dict, load_data, meta_train
+from l2l_gail.robust.training import Method
 from l2l_gail.runs import RunDir, atomic_write_text, write_json
-from l2l_gail.sweep import Job, run_jobs
+from l2l_gail.sweep import Grid, Job, Variant, run_jobs
 from l2l_gail.sweep.cli import report
 from l2l_gail.sweep.engine import open_pool
+from l2l_gail.sweep.grid import parse_seeds
 from l2l_gail.vision.methods import build_method
 
 SCRIPT = Path(__file__).resolve()
@@ -73,6 +97,33 @@ SETTINGS: list[tuple[str, str, str, str, int | None, int | None, float]] = [
     ("variant-lstm1x10", "mnist-mlp-fgsm-eps0.1-lstm1x10", "mnist-5k", "small-cnn", 8, None, 0.1),
     ("variant-clean20", "mnist-mlp-fgsm-eps0.3-clean20", "mnist-5k", "mlp", None, None, 0.3),
 ]
+# the frontier's settings: name -> (description, dataset, training images (None: all)); MLP, eps 0.1
+FRONTIER_SETTINGS: dict[str, tuple[str, str, int | None]] = {
+    "a": ("MNIST MLP, eps 0.1", "mnist-5k", None),
+    "d": ("MNIST, 1,000 training images, eps 0.1", "mnist-5k", 1_000),
+    "c": ("MNIST -> Fashion-MNIST (10,000 training images), eps 0.1", "fashion-mnist", 10_000),
+}
+FRONTIER_EPS = 0.1
+LEARNED: dict[str, tuple[dict[str, Any], int]] = {
+    "lstm": ({"rule": "lstm"}, 0),
+    "mlp": ({"rule": "mlp"}, 0),
+    "lstm-sym": ({"rule": "lstm", "sign-symmetric": True}, 0),
+    "mlp-sym": ({"rule": "mlp", "sign-symmetric": True}, 0),
+    "lstm-meta1": ({"rule": "lstm"}, 1),
+    "lstm-meta2": ({"rule": "lstm"}, 2),
+    "mlp-meta1": ({"rule": "mlp"}, 1),
+    "mlp-meta2": ({"rule": "mlp"}, 2),
+    "lstm-metalr1e-3": ({"rule": "lstm", "meta-lr": 1e-3}, 0),
+    "mlp-metalr1e-3": ({"rule": "mlp", "meta-lr": 1e-3}, 0),
+}
+"""The frontier's learned optimizers: label -> (the `l2l meta train` options that make it, the
+library's defaults otherwise; its meta-training seed). ``-sym``: odd in the gradient history, so a
+drift that ignores the gradient -- one way meta-training collapses -- cannot be learned.
+``-meta<k>``: the same rule meta-trained from another seed, which measures how much the outcome
+of meta-training, collapse included, depends on it. ``-metalr1e-3``: meta-trained at Adam lr 1e-3
+on phi, 1606.04474's code default (``--meta-lr`` sets the others')."""
+FRONTIER_META_DATA = "mnist-5k"
+"""Every learned optimizer of the frontier is meta-trained here (settings c and d transfer it)."""
 VARIANT_NOTES = {"cleangrad": " (LSTM reads clean gradients)", "lstm1x10": " (LSTM 1 x 10 units)",
                  "clean20": " (final clean loss weighted 20, as much as the 20 adversarial terms)"}
 
@@ -81,7 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("results/meta"), help="results directory")
     p.add_argument("--runs-dir", type=Path, default=Path("runs/bench-meta"), help="meta-training runs")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of the transfer runs")
+    p.add_argument("--seeds", default=None,
+                   help="seeds of the transfer runs, e.g. 0,1,2 or 0-4 (default: 0,1,2; --frontier: 0-4)")
     p.add_argument("--epochs", type=int, default=5, help="epochs of every transfer run")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--adam-lr", type=float, default=1e-3, help="Adam learning rate (adam_clean, pgd_at)")
@@ -92,6 +144,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eps-warmup", type=int, default=8, help="meta-training eps warm-up episodes")
     p.add_argument("--meta-lr", type=float, default=3e-3, help="Adam learning rate on phi")
     p.add_argument("--only", default=None, help="comma-separated setting names to run (default: all)")
+    p.add_argument("--frontier", action="store_true",
+                   help="run the matched-accuracy frontier (see above) instead of the transfer table")
+    p.add_argument("--frontier-settings", default=",".join(FRONTIER_SETTINGS),
+                   help=f"comma-separated frontier settings, of {', '.join(FRONTIER_SETTINGS)} "
+                   "(default: all)")
+    p.add_argument("--adam-lrs", default="3e-4,1e-3,3e-3,1e-2", help="--frontier: Adam's learning rates")
+    p.add_argument("--pgd-at-lrs", default="1e-3,1e-2",
+                   help="--frontier: learning rates of the PGD-10 adversarial training references (Adam)")
+    p.add_argument("--rules", default=",".join(LEARNED),
+                   help="--frontier: the learned optimizers meta-trained and compared, of "
+                   f"{', '.join(LEARNED)} (default: all)")
+    p.add_argument("--checkpoints", type=int, default=15,
+                   help="--frontier: evaluations per training run, evenly spaced from step 0 to the last "
+                   "step")
+    p.add_argument("--cost-file", type=Path, default=None,
+                   help="--frontier: the rule_cost.json whose cost block frontier.json quotes (default: "
+                   "<out>/rule_cost.json)")
+    p.add_argument("--test-size", type=int, default=1000,
+                   help="--frontier: held-out test images evaluated (mnist-5k: its 500, then training images "
+                   "set aside)")
     p.add_argument("--quick", action="store_true",
                    help="smoke budget: 1 seed, 1 epoch, 3 short meta-training episodes, 100 test images")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
@@ -105,10 +177,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="meta-train this one optimizer in this process (what each sweep job runs)")
     job.add_argument("--run-cell", default=None, metavar="SETTING:WAY:SEED",
                      help="train and evaluate this one cell (SETTING indexes the settings) in this process")
+    job.add_argument("--run-curve", default=None, metavar="SETTING:ARM:SEED",
+                     help="--frontier: train and evaluate this one curve in this process")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.epochs, args.eval_subset = "0", 1, 100
         args.episodes, args.episode_steps, args.eps_warmup = 3, 40, 1
+        args.checkpoints, args.test_size = 4, min(args.test_size, 200)
+    if args.seeds is None:
+        args.seeds = "0-4" if args.frontier else "0,1,2"
     return args
 
 
@@ -153,7 +230,7 @@ def job_options(args: argparse.Namespace) -> list[str]:
                "--batch-size": args.batch_size, "--adam-lr": args.adam_lr, "--eval-subset": args.eval_subset,
                "--autoattack-version": args.autoattack_version, "--episodes": args.episodes,
                "--episode-steps": args.episode_steps, "--eps-warmup": args.eps_warmup,
-               "--meta-lr": args.meta_lr}
+               "--meta-lr": args.meta_lr, "--checkpoints": args.checkpoints, "--test-size": args.test_size}
     return [str(a) for item in options.items() for a in item]
 
 
@@ -247,6 +324,251 @@ def step_costs(repeats: int = 20) -> dict[str, dict[str, float]]:
     return out
 
 
+# ----------------------------------------------------------------------------- the frontier (--frontier)
+def lr_label(lr: float) -> str:
+    """``3e-4`` for 0.0003: an Adam arm is named ``adam-<lr_label>``."""
+    mantissa, exponent = f"{lr:e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+def parse_lrs(text: str, option: str) -> list[float]:
+    """Comma-separated positive learning rates, or a one-line error naming ``option``."""
+    try:
+        lrs = [float(x) for x in text.split(",") if x]
+    except ValueError:
+        raise L2LError(f"{option} must be comma-separated numbers, got {text!r}") from None
+    if not lrs or min(lrs) <= 0:
+        raise L2LError(f"{option} needs at least one positive learning rate, got {text!r}")
+    return lrs
+
+
+def frontier_plan(args: argparse.Namespace) -> tuple[list[str], list[str], list[str], list[str], list[int]]:
+    """The settings, Adam arms, rules, PGD-AT references and seeds of ``--frontier``, checked."""
+    settings = [x for x in args.frontier_settings.split(",") if x]
+    rules = [x for x in args.rules.split(",") if x]
+    for what, names, known in (("setting", settings, FRONTIER_SETTINGS), ("rule", rules, LEARNED)):
+        bad = [n for n in names if n not in known]
+        if bad or not names:
+            raise L2LError(f"unknown frontier {what} {','.join(bad) or '(none)'}; choose from "
+                           f"{', '.join(known)}")
+    if args.checkpoints < 2 or args.test_size < 1:
+        raise L2LError("--checkpoints must be >= 2 (step 0 and the end) and --test-size >= 1")
+    adam = [f"adam-{lr_label(lr)}" for lr in parse_lrs(args.adam_lrs, "--adam-lrs")]
+    pgd_at = [f"pgd-at-{lr_label(lr)}" for lr in parse_lrs(args.pgd_at_lrs, "--pgd-at-lrs")]
+    return settings, adam, rules, pgd_at, parse_seeds(args.seeds)
+
+
+def meta_grid(rule: str, args: argparse.Namespace) -> Grid:
+    """The meta-training run of learned optimizer ``rule`` (:data:`LEARNED`): one ``l2l meta
+    train``, with this benchmark's budget and the test images of the frontier held out."""
+    options = {"eps": FRONTIER_EPS, "episodes": args.episodes, "episode-steps": args.episode_steps,
+               "eps-warmup": args.eps_warmup, "meta-lr": args.meta_lr, "test-size": args.test_size}
+    variant, seed = LEARNED[rule]
+    return Grid("meta", [FRONTIER_META_DATA], [Variant(rule, variant)], [seed], options,
+                experiment="bench-frontier")
+
+
+def frontier_optimizer(rule: str, args: argparse.Namespace) -> Path:
+    """Where the frontier keeps the meta-trained ``rule``: ``<out>/frontier-optimizers/<rule>.pt``."""
+    return args.out / "frontier-optimizers" / f"{rule}.pt"
+
+
+def publish_frontier_optimizer(rule: str, job: Job, args: argparse.Namespace) -> None:
+    """Copy a finished meta-training run's optimizer to :func:`frontier_optimizer`, with its numbers."""
+    dest = frontier_optimizer(rule, args)
+    if dest.is_file():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(job.run_dir / "optimizer.pt", dest)
+    metrics = json.loads((job.run_dir / "metrics.json").read_text())
+    write_json(dest.with_suffix(".json"), {"command": job.shell(), "meta_training": metrics})
+
+
+def curve_key(setting: str, arm: str, seed: int, args: argparse.Namespace) -> str:
+    """``frontier-curves.json``'s key of a curve: everything its numbers depend on."""
+    _, dataset, train_size = FRONTIER_SETTINGS[setting]
+    meta = "-"
+    if arm in LEARNED:
+        meta_lr = LEARNED[arm][0].get("meta-lr", args.meta_lr)
+        meta = (f"{FRONTIER_META_DATA}:{args.episodes}x{args.episode_steps}:warmup{args.eps_warmup}:"
+                f"lr{meta_lr:g}")
+    elif arm.startswith("pgd-at-"):
+        meta = "pgd10:eps-warmup-1-epoch"
+    return (f"{setting}|{dataset}|{train_size}|mlp|{FRONTIER_EPS}|{args.epochs}|{args.batch_size}|"
+            f"{args.test_size}|{args.checkpoints}|{arm}|{meta}|{seed}")
+
+
+def curve_job(setting: str, arm: str, seed: int, args: argparse.Namespace) -> Job:
+    """A curve's job: it writes ``curve.json`` in ``<runs-dir>/frontier/<key>/``."""
+    key = curve_key(setting, arm, seed, args)
+    return Job(f"frontier {setting} {arm} seed{seed}",
+               (str(SCRIPT), *job_options(args), "--run-curve", f"{setting}:{arm}:{seed}"),
+               (args.runs_dir / "frontier" / key.replace("|", "_")).resolve(), done_file="curve.json",
+               resume_args=())
+
+
+def checkpoint_steps(total: int, count: int) -> list[int]:
+    """``count`` evenly spaced steps from 0 to ``total`` (fewer if ``total`` is smaller)."""
+    return sorted({round(i * total / (count - 1)) for i in range(count)})
+
+
+def run_curve(spec: str, args: argparse.Namespace) -> None:
+    """``--run-curve SETTING:ARM:SEED``: train a fresh MLP with the arm's optimizer on clean data (a
+    ``pgd-at-<lr>`` arm: on PGD-10 batches, eps ramped up over the first epoch), evaluating it at
+    :func:`checkpoint_steps`; writes the
+    checkpoints to the job's ``curve.json``."""
+    setting, arm, seed_text = spec.split(":")
+    seed = int(seed_text)
+    _, dataset, train_size = FRONTIER_SETTINGS[setting]
+    data = load_data(dataset, None, train_size, seed, test_size=args.test_size)
+    torch.manual_seed(seed)  # the same initial network for every arm of a seed
+    model = build_optimizee("mlp", data.shape, data.num_classes)
+    adversarial = arm.startswith("pgd-at-")
+    if arm in LEARNED:
+        opt: torch.optim.Optimizer = LearnedOptimizer(model.parameters(),
+                                                      learned=load_learned(frontier_optimizer(arm, args)))
+    else:
+        lr = float(arm.removeprefix("pgd-at-").removeprefix("adam-"))
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    per_epoch = -(-len(data.train_y) // args.batch_size)
+    method = PGDTrainingWithWarmup(FRONTIER_EPS, per_epoch) if adversarial else Method()
+    total = args.epochs * per_epoch
+    steps = set(checkpoint_steps(total, args.checkpoints))
+    curve: list[dict[str, float]] = []
+
+    def evaluate(step: int) -> None:
+        if step in steps:
+            scores = evaluate_model(model, data, eps=FRONTIER_EPS, attacks="fgsm,pgd20",
+                                    eval_subset=args.test_size, seed=seed)
+            curve.append({"step": step, "clean": scores["clean_acc"], "pgd20": scores["pgd20_acc"],
+                          "fgsm": scores["fgsm_acc"], "seed": seed})
+
+    t0 = time.perf_counter()
+    evaluate(0)
+    # PGD-AT's random starts (evaluate_model reseeds at each checkpoint, the same for every arm)
+    torch.manual_seed(seed + 1)
+    result = fit(model, data, opt, epochs=args.epochs, batch_size=args.batch_size, seed=seed, method=method,
+                 on_step=evaluate)
+    job = curve_job(setting, arm, seed, args)
+    write_json(job.run_dir / "curve.json", {"curve": curve, "train_seconds": result.train_seconds,
+                                            "train_size": len(data.train_y), "test_size": len(data.test_y)})
+    last = curve[-1]
+    print(f"[{time.strftime('%H:%M:%S')}] {job.name}: {len(curve)} checkpoints; step {last['step']}: clean "
+          f"{last['clean']:.3f} pgd20 {last['pgd20']:.3f} fgsm {last['fgsm']:.3f} (train "
+          f"{result.train_seconds:.1f} s, all {time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+def run_frontier(args: argparse.Namespace) -> int:
+    """``--frontier``: meta-train the rules and run the Adam curves (one sweep), then the learned
+    curves (a second); gather every finished curve, and write ``frontier.{json,md,png}``."""
+    settings, adam_arms, rules, references, seeds = frontier_plan(args)
+    meta_jobs = {rule: meta_grid(rule, args).jobs(args.runs_dir)[0] for rule in rules}
+    cache_path = args.runs_dir / "frontier-curves.json"
+    cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    arms = (*adam_arms, *rules, *references)
+    todo: dict[str, dict[str, Job]] = {"other": {}, "learned": {}}  # the curves not in the cache
+    for seed in seeds:
+        for st in settings:
+            for arm in arms:
+                key = curve_key(st, arm, seed, args)
+                if key not in cache:
+                    todo["learned" if arm in rules else "other"][key] = curve_job(st, arm, seed, args)
+    # meta-training first (the longest jobs), the other curves beside it; the learned ones need the rules
+    first = [job for rule, job in meta_jobs.items() if not frontier_optimizer(rule, args).is_file()]
+    first += todo["other"].values()
+    pending = [job for job in [*first, *todo["learned"].values()] if not job.finished()]
+    pool = open_pool(args.jobs, args.address) if pending else None
+    try:
+        sweep = functools.partial(run_jobs, pool=pool, max_retries=args.max_retries,
+                                  progress=not args.no_progress)
+        result = sweep(first)
+        report(result)
+        if result.ok and all(frontier_optimizer(r, args).is_file() or meta_jobs[r].finished() for r in rules):
+            for rule, job in meta_jobs.items():
+                publish_frontier_optimizer(rule, job, args)
+            result = sweep(list(todo["learned"].values()))
+            report(result)
+    finally:
+        if pool is not None:
+            pool.close()
+    for key, job in {**todo["other"], **todo["learned"]}.items():  # also after a failure: nothing is redone
+        if job.finished():
+            cache[key] = json.loads((job.run_dir / job.done_file).read_text())
+    write_json(cache_path, cache)
+    if not result.ok:
+        return 130 if result.interrupted else 1
+    entries = []
+    for st in settings:
+        description, dataset, _ = FRONTIER_SETTINGS[st]
+        runs = {arm: [cache[curve_key(st, arm, seed, args)] for seed in seeds] for arm in arms}
+        curves = {arm: [{k: round(v, 6) for k, v in c.items()} for run in arm_runs for c in run["curve"]]
+                  for arm, arm_runs in runs.items()}
+        margins = frontier.setting_margins(curves, adam_arms, [*rules, *references])
+        pgd, first_run = margins["pgd20"], runs[adam_arms[0]][0]
+        entries.append({
+            "name": st, "description": description, "dataset": dataset, "model": "mlp", "eps": FRONTIER_EPS,
+            "train_size": first_run["train_size"], "test_size": first_run["test_size"],
+            "checkpoint_steps": [c["step"] for c in first_run["curve"]],
+            "curves": curves,
+            "above_frontier": {r: pgd[r]["paired"]["mean"] for r in rules},
+            "above_frontier_spread": {r: pgd[r]["paired"]["spread"] for r in rules},
+            "transfers_robustness": {r: pgd[r]["paired"]["transfers_robustness"] for r in rules},
+            "reference_above_frontier": {r: pgd[r]["paired"]["mean"] for r in references},
+            "gap_closed": {r: frontier.gap_closed(pgd[r]["paired"]["mean"],
+                                                  (pgd[ref]["paired"]["mean"] for ref in references))
+                           for r in rules},
+            "margins": margins,
+            "train_seconds": {arm: statistics.fmean(run["train_seconds"] for run in arm_runs)
+                              for arm, arm_runs in runs.items()}})
+    write_frontier(entries, adam_arms, rules, references, args)
+    return 0
+
+
+def write_frontier(entries: list[dict[str, Any]], adam_arms: list[str], rules: list[str],
+                   references: list[str], args: argparse.Namespace) -> None:
+    """``frontier.json`` (issue 15's keys, then the details), ``frontier.md`` and ``frontier.png``."""
+    cost_path = args.cost_file or args.out / "rule_cost.json"
+    cost_file = json.loads(cost_path.read_text()) if cost_path.is_file() else {}
+    cost = cost_file.get("cost")
+    command = " ".join(["python", *sys.argv])
+    budget = {"command": command, "seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size,
+              "adam_lrs": args.adam_lrs, "pgd_at_lrs": args.pgd_at_lrs, "rules": rules,
+              "checkpoints": args.checkpoints,
+              "test_size": args.test_size, "eps": FRONTIER_EPS, "threads": 1,
+              "meta_training": {"data": FRONTIER_META_DATA, "episodes": args.episodes,
+                                "episode_steps": args.episode_steps, "eps_warmup": args.eps_warmup,
+                                "meta_lr": args.meta_lr, "optimizers": {
+                                    r: str(frontier_optimizer(r, args)) for r in rules}},
+              "evaluation": f"clean, FGSM and PGD-20 (1 restart, step 2.5*eps/20) accuracy on "
+              f"{args.test_size} held-out test images",
+              "pgd_at": "PGD-10 (step 2.5*eps/10, random start) batches, eps ramped up linearly over the "
+              "first epoch, Adam",
+              "frontier": "per seed: upper concave envelope of the seed's Adam points (all learning rates "
+              "and checkpoints); margin = mean over the learned checkpoints after step 0 inside Adam's "
+              "clean-accuracy range; above_frontier = mean over seeds, spread = std over seeds "
+              "(l2l_gail.meta.frontier)"}
+    # compact: some 7,000 checkpoints; frontier.md is the readable view
+    result = {"settings": entries, "cost": cost, "budget": budget,
+              "cost_source": {"file": str(cost_path), "budget": cost_file.get("budget"),
+                              "load_average": cost_file.get("load_average")} if cost else None}
+    atomic_write_text(args.out / "frontier.json", json.dumps(result, separators=(",", ":")) + "\n")
+    header = (f"# Matched-accuracy frontier (issue 15)\n\nCommand: `{command}`; seeds {args.seeds}, "
+              f"{args.epochs} epochs at batch {args.batch_size}, Adam at {args.adam_lrs}, PGD-10 adversarial "
+              f"training with Adam at {args.pgd_at_lrs} (the reference of gap closed), {args.checkpoints} "
+              f"checkpoints per run; {budget['evaluation']}. Margins in percentage points of PGD-20 (FGSM) "
+              "accuracy over Adam's frontier at matched clean accuracy, " + budget["frontier"] + ".")
+    text = frontier.markdown(entries, rules, references, header)
+    if cost:
+        clock = (cost_file.get("budget") or {}).get("clock", "wall")
+        text += (f"\n## Cost (ms of {clock} time per training step, from `{cost_path}`)\n\n| model | Adam | "
+                 "LSTM rule | MLP rule |\n|---|---:|---:|---:|\n" + "".join(
+                     f"| {m} | {c['adam_ms']:.2f} | {c['lstm_ms']:.2f} | {c['mlp_rule_ms']:.2f} |\n"
+                     for m, c in cost.items()))
+    atomic_write_text(args.out / "frontier.md", text)
+    frontier.plot(entries, adam_arms, rules, references, args.out / "frontier.png")
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
@@ -256,7 +578,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_cell:
         run_cell(args.run_cell, args)
         return 0
-    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.run_curve:
+        return exit_status(lambda: run_curve(args.run_curve, args))
+    if args.frontier:
+        return exit_status(lambda: run_frontier(args))
+    seeds = parse_seeds(args.seeds)
     only = set(args.only.split(",")) if args.only else None
     indices = [i for i, s in enumerate(SETTINGS) if only is None or s[0] in only]
     names = list(dict.fromkeys(SETTINGS[i][1] for i in indices))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,10 @@ from l2l_gail.meta.optimizees import (
     check_servable,
 )
 from l2l_gail.meta.train import load_data
-from l2l_gail.robust.attacks import build_attack
+from l2l_gail.robust.attacks import PGD, build_attack
 from l2l_gail.robust.data import ImageData, batches, check_dataset, resolve_eps
 from l2l_gail.robust.evaluate import evaluate
+from l2l_gail.robust.models import eval_mode
 from l2l_gail.robust.options import check_numbers
 from l2l_gail.robust.training import Method, train_epoch
 from l2l_gail.runs import RunDir, atomic_write
@@ -52,6 +54,10 @@ class ApplyConfig:
     train_size: int | None = None
     """train on a fixed random subset of this many training images (the low-data regime; default:
     all of them)"""
+    test_size: int | None = None
+    """hold out this many test images; when the data set has fewer (mnist-5k has 500), the rest
+    are moved out of its training images, as `l2l meta train --test-size` does (default: the data
+    set's own test split)"""
     model: str = "mlp"
     """mlp (784-20-10) or a vision model: small-cnn, preact-resnet18, wide-resnet"""
     width: int | None = None
@@ -91,10 +97,44 @@ class ApplyConfig:
             raise L2LError(f"unknown model {self.model!r}; choose one of {', '.join(OPTIMIZEES)}")
         if self.activation not in ACTIVATIONS:
             raise L2LError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        check_numbers(self, at_least_one=("train_size", "width", "epochs", "batch_size", "eval_subset",
-                                          "max_params"))
+        check_numbers(self, at_least_one=("train_size", "test_size", "width", "epochs", "batch_size",
+                                          "eval_subset", "max_params"))
         if self.autoattack_version not in ("standard", "fast"):
             raise L2LError(f"--autoattack-version must be standard or fast, got {self.autoattack_version!r}")
+
+
+class PGDTrainingWithWarmup(Method):
+    """PGD adversarial training (Madry et al. 2018) whose eps grows linearly from 0 to ``eps`` over
+    the first ``warmup_steps`` optimizer steps (Gowal et al. 2018's ramp, as ``l2l meta train``'s
+    ``--eps-warmup``): adversarial training from full eps at the first step can collapse to a
+    constant classifier, and did on the frontier benchmark's MNIST MLP (``results/meta/README.md``).
+
+    The step count advances in ``after_step``, i.e. once per optimizer step of :func:`fit`.
+    """
+
+    name = "pgd-warmup"
+
+    def __init__(self, eps: float, warmup_steps: int, pgd_steps: int = 10) -> None:
+        if warmup_steps < 0:
+            raise L2LError(f"the eps warm-up must be >= 0 steps, got {warmup_steps}")
+        self.eps, self.warmup_steps, self.pgd_steps, self.steps_done = eps, warmup_steps, pgd_steps, 0
+
+    def current_eps(self) -> float:
+        """The radius of the next batch's attack."""
+        if self.steps_done >= self.warmup_steps:
+            return self.eps
+        return self.eps * self.steps_done / self.warmup_steps
+
+    def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        eps = self.current_eps()
+        if eps == 0:
+            return x
+        with eval_mode(model):
+            return PGD(eps, self.pgd_steps)(model, x, y)
+
+    def after_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        self.steps_done += 1
+        return {}
 
 
 @dataclass
@@ -106,24 +146,40 @@ class FitResult:
 
 
 def fit(model: nn.Module, data: ImageData, optimizer: torch.optim.Optimizer, *, epochs: int,
-        batch_size: int, seed: int, method: Method | None = None) -> FitResult:
+        batch_size: int, seed: int, method: Method | None = None,
+        on_step: Callable[[int], None] | None = None) -> FitResult:
     """Train ``model`` on ``data`` for ``epochs``; each batch's loss is ``method.loss`` (default: clean).
 
     Each epoch is :func:`l2l_gail.robust.training.train_epoch`, the vision mode's too, so the
     method's ``after_step`` runs after every optimizer step (a learned attacker is trained).
+    ``on_step(k)`` runs after the ``k``-th optimizer step (counted from 1 over all epochs), e.g. to
+    evaluate the model along training; it must leave the model's parameters as it found them.
 
     The batch order depends on ``(seed, epoch)`` only, so runs that differ in the optimizer or the
-    method see the same batches. The clock covers the loop only (no data loading, no evaluation).
+    method see the same batches. The clock covers the loop only (no data loading, no evaluation,
+    no ``on_step``).
     """
     method = method or Method()
     start = time.perf_counter()
+    hook_seconds = 0.0
     final_loss = 0.0
+    steps = 0
+
+    def after_batch(*_: object) -> None:
+        nonlocal steps, hook_seconds
+        steps += 1
+        if on_step is not None:
+            t0 = time.perf_counter()
+            on_step(steps)
+            hook_seconds += time.perf_counter() - t0
+
     for epoch in range(epochs):
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         stats = train_epoch(model, batches(data.train_x, data.train_y, batch_size, generator=gen), optimizer,
-                            method, epoch=epoch, divergence_hint=": the optimizer diverged on this model")
+                            method, epoch=epoch, divergence_hint=": the optimizer diverged on this model",
+                            on_batch=after_batch)
         final_loss = stats.get("loss", 0.0)
-    return FitResult(train_seconds=time.perf_counter() - start, final_loss=final_loss)
+    return FitResult(train_seconds=time.perf_counter() - start - hook_seconds, final_loss=final_loss)
 
 
 def evaluate_model(model: nn.Module, data: ImageData, *, eps: float, attacks: str, eval_subset: int,
@@ -152,7 +208,7 @@ def apply(config: ApplyConfig, run: RunDir) -> dict[str, Any]:
     """
     config.validate()
     learned = load_learned(config.optimizer)
-    data = load_data(config.dataset, config.data_dir, config.train_size, config.seed)
+    data = load_data(config.dataset, config.data_dir, config.train_size, config.seed, config.test_size)
     torch.manual_seed(config.seed)
     model = build_optimizee(config.model, data.shape, data.num_classes, config.width, config.activation)
     n_params = check_servable(model, learned, config.max_params)

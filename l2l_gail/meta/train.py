@@ -78,7 +78,7 @@ TRAIN_ATTACKS = ("fgsm", "pgd")
 LSTM_OPTIONS = ("hidden_size", "num_layers", "output_scale", "preprocess_p")
 """The :class:`MetaConfig` fields that shape only the LSTM rule."""
 OMITTED_AT: dict[str, Any] = {"rule": "lstm", "activation": "sigmoid", "max_step": None,
-                              "sign_symmetric": False}
+                              "sign_symmetric": False, "test_size": None}
 """Options added after the first meta runs, with the value those runs had: ``config.yaml`` leaves
 an option out at that value (:func:`config_dict`), so an older run's file, which lacks the key,
 compares equal on ``--resume`` -- and a run started since with ReLU optimizees (the default now)
@@ -96,6 +96,10 @@ class MetaConfig:
     /usr/share/datasets/fashion-mnist; mnist-5k and synthetic need no files)"""
     train_size: int | None = None
     """meta-train on a fixed random subset of this many training images (default: all of them)"""
+    test_size: int | None = None
+    """hold out this many test images; when the data set has fewer (mnist-5k has 500), the rest
+    are moved out of its training images, the same ones for every seed, so that no training sees
+    them (default: the data set's own test split)"""
     model: str = "mlp"
     """optimizee family: mlp (784-20-10, see --activation) or a vision model (small-cnn)"""
     width: int | None = None
@@ -194,8 +198,9 @@ class MetaConfig:
                                f"lstm rule only: drop it with --rule {self.rule}")
         if self.gradient not in GRADIENT_SOURCES:
             raise L2LError(f"--gradient must be one of {', '.join(GRADIENT_SOURCES)}, got {self.gradient!r}")
-        check_numbers(self, at_least_one=("train_size", "width", "batch_size", "unroll", "episode_steps",
-                                          "episodes", "attack_steps", "eval_size", "max_params"),
+        check_numbers(self, at_least_one=("train_size", "test_size", "width", "batch_size", "unroll",
+                                          "episode_steps", "episodes", "attack_steps", "eval_size",
+                                          "max_params"),
                       positive=("meta_lr", "max_grad_norm"), non_negative=("eps_warmup", "clean_weight"))
         if self.episode_steps % self.unroll:
             raise L2LError(f"--episode-steps ({self.episode_steps}) must be a multiple of --unroll "
@@ -203,9 +208,39 @@ class MetaConfig:
         self.optimizer_config()  # raises on a bad rule configuration
 
 
-def load_data(dataset: str, data_dir: str | None, train_size: int | None, seed: int = 0) -> ImageData:
-    """The data set, restricted to a fixed random ``train_size`` subset of its training images."""
+HOLD_OUT_SEED = 0
+"""Seed of the training images :func:`hold_out` moves to the test split: fixed, so that the split
+is the same for every run seed and for meta-training and transfer alike."""
+
+
+def hold_out(data: ImageData, test_size: int) -> ImageData:
+    """``data`` with exactly ``test_size`` test images: its first ``test_size`` test images, or all
+    of them followed by a fixed random subset of its training images, which leave the training split.
+
+    Evaluating on more test images than a data set holds (the offline mnist-5k has 500) then costs
+    training images, never a test image that some training has seen.
+    """
+    have = len(data.test_y)
+    if test_size <= have:
+        return dataclasses.replace(data, test_x=data.test_x[:test_size], test_y=data.test_y[:test_size])
+    moved = test_size - have
+    if moved >= len(data.train_y):
+        raise L2LError(f"--test-size {test_size} is out of range: {data.name} has {have} test and "
+                       f"{len(data.train_y)} training images, and training needs at least one")
+    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(HOLD_OUT_SEED))
+    out, keep = order[:moved], order[moved:].sort().values  # training images keep their order
+    return dataclasses.replace(data, train_x=data.train_x[keep], train_y=data.train_y[keep],
+                               test_x=torch.cat([data.test_x, data.train_x[out]]),
+                               test_y=torch.cat([data.test_y, data.train_y[out]]))
+
+
+def load_data(dataset: str, data_dir: str | None, train_size: int | None, seed: int = 0,
+              test_size: int | None = None) -> ImageData:
+    """The data set with ``test_size`` test images (:func:`hold_out`; default: its own test split),
+    restricted to a fixed random ``train_size`` subset of its (remaining) training images."""
     data = load_dataset(dataset, Path(data_dir) if data_dir else None, synthetic_shape=(1, 28, 28))
+    if test_size is not None:
+        data = hold_out(data, test_size)
     if train_size is not None and not 0 < train_size <= len(data.train_y):
         raise L2LError(f"--train-size {train_size} is out of range: {data.name} has "
                        f"{len(data.train_y)} training images")
@@ -272,7 +307,7 @@ def meta_train(config: MetaConfig, run: RunDir, *, resume: bool = False,
     """
     config.validate()
     torch.manual_seed(config.seed)
-    data = load_data(config.dataset, config.data_dir, config.train_size, config.seed)
+    data = load_data(config.dataset, config.data_dir, config.train_size, config.seed, config.test_size)
     # a fixed random subset: test sets may be sorted by class (mnist-5k is)
     pick = torch.randperm(len(data.test_y), generator=torch.Generator().manual_seed(config.seed))
     eval_x = to_float(data.test_x[pick[: config.eval_size]])
