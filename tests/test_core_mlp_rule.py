@@ -84,9 +84,12 @@ def test_steps_keep_the_parameters_dtype_and_shape() -> None:
     assert all(new[k].dtype == torch.float64 and new[k].shape == params[k].shape for k in params)
 
 
-def test_the_optimizer_path_and_the_differentiable_path_take_the_same_steps() -> None:
+@pytest.mark.parametrize("config", [MLPRuleConfig(sign_symmetric=True),
+                                    MLPRuleConfig(hidden_layers=3, sign_symmetric=True)])
+def test_the_optimizer_path_and_the_differentiable_path_take_the_same_steps(
+        config: MLPRuleConfig) -> None:
     torch.manual_seed(0)
-    rule = MLPRule(MLPRuleConfig(sign_symmetric=True))
+    rule = MLPRule(config)
     params, grads = tensors(1)
     state = rule.init_state(params)
     plain, _, _ = rule.update(params, grads, state, create_graph=False)

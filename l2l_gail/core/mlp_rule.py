@@ -339,8 +339,9 @@ class MLPRule(UpdateRule):
         ``buffers``, computed in them, in ``first`` and ``spare`` and into ``out``."""
         cfg = self.config
         hidden = first.relu_()  # a fresh tensor or a buffer: relu in place saves an allocation
-        for bias, weight in phi.hidden:
-            hidden, spare = torch.addmm(bias, weight, hidden, out=spare).relu_(), hidden
+        for bias, weight in phi.hidden:  # in the buffers, each layer's input is the next spare
+            hidden, spare = (torch.addmm(bias, weight, hidden, out=spare).relu_(),
+                             None if buffers is None else hidden)
         head = torch.addmm(phi.head_bias, phi.head_weight, hidden,
                            out=None if buffers is None else buffers.head)
         if buffers is None:
