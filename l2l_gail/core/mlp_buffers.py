@@ -1,6 +1,8 @@
-"""The flat buffers of the MLP rule's steps without a graph (:mod:`~l2l_gail.core.mlp_rule`).
+"""The MLP rule's batched computation (:mod:`~l2l_gail.core.mlp_rule`): ``phi`` folded into the
+form its steps use (:func:`fold`, :func:`first_layer`), and the flat buffers of its steps without
+a graph (:class:`FlatBuffers`).
 
-The optimizer keeps them from step to step (:meth:`MLPRule.step_in_place
+The optimizer keeps the buffers from step to step (:meth:`MLPRule.step_in_place
 <l2l_gail.core.mlp_rule.MLPRule.step_in_place>`): the rule's memory lives in them, so nothing is
 gathered or scattered per tensor at each step, every view a step uses is made once, and what the
 step derives from ``phi`` alone is kept while ``phi`` is unchanged.
@@ -51,9 +53,9 @@ def next_counts(counts: Sequence[float]) -> list[Tensor]:
 
 
 def blocks(config: MLPRuleConfig) -> int:
-    """Row blocks of ``hidden_size`` rows the first layer's product has (see
-    :func:`fold`): the direct part and the part
-    to divide by Adam's denominator, and with ``sign_symmetric`` the even part."""
+    """Row blocks of ``hidden_size`` rows the first layer's product has (see :func:`fold`):
+    the direct part and the part to divide by Adam's denominator, and with ``sign_symmetric``
+    the even part."""
     return 3 if config.sign_symmetric else 2
 
 
