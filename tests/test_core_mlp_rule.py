@@ -84,9 +84,12 @@ def test_steps_keep_the_parameters_dtype_and_shape() -> None:
     assert all(new[k].dtype == torch.float64 and new[k].shape == params[k].shape for k in params)
 
 
-def test_the_optimizer_path_and_the_differentiable_path_take_the_same_steps() -> None:
+@pytest.mark.parametrize("config", [MLPRuleConfig(sign_symmetric=True),
+                                    MLPRuleConfig(hidden_layers=3, sign_symmetric=True)])
+def test_the_optimizer_path_and_the_differentiable_path_take_the_same_steps(
+        config: MLPRuleConfig) -> None:
     torch.manual_seed(0)
-    rule = MLPRule(MLPRuleConfig(sign_symmetric=True))
+    rule = MLPRule(config)
     params, grads = tensors(1)
     state = rule.init_state(params)
     plain, _, _ = rule.update(params, grads, state, create_graph=False)
@@ -327,6 +330,42 @@ def test_the_optimizer_state_is_its_memory_and_its_state_dict_a_snapshot() -> No
                                         create_graph=False, scale=1e-2)
     opt.step()
     torch.testing.assert_close(first.detach(), expected["p"])  # lr applied as add(alpha=) here
+
+
+def test_the_optimizer_steps_with_phi_as_it_is_at_each_step() -> None:
+    # The optimizer keeps what it derives from phi from step to step; phi trained between steps
+    # (in place), loaded (copied in place) or given new storage must be taken as it now is.
+    torch.manual_seed(0)
+    module, x, y = regression(5)
+    rule = MLPRule(step_units="lr")
+    opt = LearnedOptimizer(module.parameters(), lr=1e-2, learned=rule)
+    meta_opt = torch.optim.Adam(rule.parameters(), lr=1e-2)
+
+    def loss(params: dict[str, Tensor]) -> Tensor:
+        return nn.functional.mse_loss(functional_call(module, params, (x,)), y)
+
+    def backward() -> dict[str, nn.Parameter]:
+        opt.zero_grad()
+        nn.functional.mse_loss(module(x), y).backward()
+        return dict(module.named_parameters())
+
+    changes = [lambda: opt.lookahead_step(module, loss, loss, meta_opt),
+               lambda: rule.load_state_dict(MLPRule(step_units="lr").state_dict()),
+               lambda: setattr(rule.head.weight, "data", torch.randn(rule.head.weight.shape))]
+    for change in changes:
+        backward()
+        opt.step()
+        before = {k: v.detach().clone() for k, v in rule.state_dict().items()}
+        change()
+        assert any(not torch.equal(before[k], v) for k, v in rule.state_dict().items())
+        params = backward()
+        memory = {n: rule.memory_of(opt.state[p], p.numel()) for n, p in params.items()}
+        expected, _, _ = rule.update({n: p.detach() for n, p in params.items()},
+                                     {n: p.grad for n, p in params.items()}, memory,
+                                     create_graph=False, scale=1e-2)
+        opt.step()
+        for n, p in params.items():
+            torch.testing.assert_close(p.detach(), expected[n], rtol=1e-6, atol=1e-7)
 
 
 # -- meta-training -----------------------------------------------------------------------------

@@ -36,12 +36,15 @@ down by the epsilon alone.
 Cost: all coordinates of all tensors run as one batch, features as rows and coordinates as
 columns (a ``(4, f) @ (f, n)`` product is several times faster than its transpose on a CPU).
 What is constant over a tensor is folded into that tensor's first-layer weights (the
-normalisers, Adam's bias corrections) and bias (the time embedding), so the features are never
-rescaled. At this size a step costs memory passes and per-operation overhead rather than
-arithmetic, so the optimizer's path (:meth:`MLPRule.step_in_place`) keeps the memory in flat
-buffers (:mod:`~l2l_gail.core.mlp_buffers`) that every step updates in place, and runs a fixed
-short sequence of operations on them. ``scripts/bench_rule_cost.py`` measures a training step
-against Adam's (``results/meta/rule_cost.md``).
+normalisers, Adam's bias corrections) and bias (the time embedding), and the Adam directions'
+division comes after the product (:func:`~l2l_gail.core.mlp_buffers.fold`), so the features are
+never rescaled and the directions never stored. At this size a step costs memory passes and
+per-operation overhead rather than arithmetic, so the optimizer's path
+(:meth:`MLPRule.step_in_place`) keeps the memory in flat buffers
+(:mod:`~l2l_gail.core.mlp_buffers`) that every step updates in place, keeps what it derives
+from ``phi`` until ``phi`` changes, and runs a short fixed sequence of operations.
+``scripts/bench_rule_cost.py`` measures a training step against Adam's
+(``results/meta/rule_cost.md``).
 """
 
 from __future__ import annotations
@@ -54,7 +57,17 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from l2l_gail.core.mlp_buffers import SCHEDULE_ROWS, FlatBuffers, cat_like, flat, next_counts, segments
+from l2l_gail.core.mlp_buffers import (
+    SCHEDULE_ROWS,
+    FlatBuffers,
+    Folded,
+    cat_like,
+    first_layer,
+    flat,
+    fold,
+    next_counts,
+    segments,
+)
 from l2l_gail.core.rule import Memory, UpdateRule
 from l2l_gail.core.rule_file import StepUnits
 from l2l_gail.errors import L2LError
@@ -115,13 +128,16 @@ class MLPRuleConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def schedule(self, count: float) -> list[float]:
-        """The per-tensor constants after ``count`` earlier updates: Adam's bias-correction
-        factors of the momenta's Adam directions, the bias-corrected eps, and the time
-        embedding."""
-        root_v = math.sqrt(1.0 - self.second_moment_decay ** (count + 1))
-        return [*(root_v / (1.0 - d ** (count + 1)) for d in self.decays), ADAM_EPS * root_v,
-                *(math.tanh(count / s - 1.0) for s in self.time_scales)]
+    def schedules(self, counts: Sequence[float]) -> Tensor:
+        """The per-tensor constants after each of ``counts`` earlier updates, one row per count
+        (in double): Adam's bias-correction factors of the momenta's Adam directions, the
+        bias-corrected eps, and the time embedding."""
+        count = torch.tensor(counts, dtype=torch.float64).unsqueeze(1)
+        root_v = (1.0 - self.second_moment_decay ** (count + 1)).sqrt()
+        decays = torch.tensor(self.decays, dtype=torch.float64)
+        scales = torch.tensor(self.time_scales, dtype=torch.float64)
+        return torch.cat((root_v / (1.0 - decays ** (count + 1)), ADAM_EPS * root_v,
+                          torch.tanh(count / scales - 1.0)), 1)
 
 
 class MLPRule(UpdateRule):
@@ -153,7 +169,7 @@ class MLPRule(UpdateRule):
     _rates: Tensor
     _rate_v: Tensor
     _norm_eps: Tensor
-    _output_scale: Tensor
+    output_scale: Tensor
 
     def __init__(self, config: MLPRuleConfig | None = None, *,
                  step_units: StepUnits = "absolute") -> None:
@@ -176,7 +192,7 @@ class MLPRule(UpdateRule):
         # exp(a) is taken as exp2(a * log2(e)), the factor folded into the magnitude's scale: on
         # some CPUs torch's float32 exp is several times slower than its exp2.
         scale = torch.tensor([[cfg.step_mult], [cfg.exp_mult * math.log2(math.e)]])
-        self.register_buffer("_output_scale", scale, persistent=False)
+        self.register_buffer("output_scale", scale, persistent=False)  # folded into the head
 
     def _like(self) -> dict[str, Any]:
         weight = self.head.weight
@@ -199,29 +215,9 @@ class MLPRule(UpdateRule):
         """True while the direction output is all zero: every step is then zero."""
         return not (bool(self.head.weight[0].any()) or bool(self.head.bias[0].any()))
 
-    def _first_layer(self, norms: Tensor, inv_size: Tensor, constants: Tensor,
-                     out: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Each tensor's first layer, with what is constant over the tensor folded in.
-
-        Args:
-            norms: the Euclidean norm of each tensor's rows of parameter, gradient and momenta,
-                ``(tensors, 2 + len(decays))``.
-            inv_size: ``1 / numel`` of each tensor, ``(tensors, 1)``.
-            constants: each tensor's :meth:`MLPRuleConfig.schedule`, ``(tensors, columns)``.
-            out: where to write the weights.
-
-        Returns:
-            The weights on the feature rows, ``(tensors, hidden_size, 2 + 2 * len(decays))``,
-            the normalisers and Adam's bias corrections folded into their columns, and the
-            biases, ``(tensors, hidden_size, 1)``, the time embedding's share folded in.
-        """
-        k, times = len(self.config.decays), len(self.config.time_scales)
-        weight, weight_time = self.inp.weight.split((2 * k + 2, times), 1)
-        corrections, _, time = constants.split((k, 1, times), 1)
-        normalisers = torch.addcmul(self._norm_eps, norms.square(), inv_size).rsqrt()
-        factors = torch.cat((normalisers, corrections), 1).unsqueeze(1)
-        weights = torch.mul(weight, factors, out=out)
-        return weights, nn.functional.linear(time, weight_time, self.inp.bias).unsqueeze(2)
+    def fold(self) -> Folded:
+        """``phi`` as the steps use it (:func:`~l2l_gail.core.mlp_buffers.fold`)."""
+        return fold(self)
 
     def steps(self, grads: Sequence[Tensor], memory: Sequence[Memory],
               params: Sequence[Tensor]) -> tuple[list[Tensor], list[Memory]]:
@@ -235,7 +231,7 @@ class MLPRule(UpdateRule):
             return self._graph_steps(grads, memory, params)
         buffers = FlatBuffers([q.shape for q in grads], self.config, self._like())
         counts = buffers.load(memory)
-        step = self._in_place(buffers, params, grads, counts)
+        step = self._in_place(buffers, self.fold(), params, grads, counts)
         device, dtype = grads[0].device, grads[0].dtype
         steps = (buffers.steps if step.device == device and step.dtype == dtype
                  else [s.view(q.shape) for s, q in zip(
@@ -253,6 +249,8 @@ class MLPRule(UpdateRule):
         or scattered from step to step. Memory the state holds otherwise (fresh, loaded from a
         state dict, or left by a look-ahead step) is copied into the buffers first. While all
         tensors have had as many updates, their states share one count, advanced in place.
+        What is derived from ``phi`` alone (:meth:`fold`) is kept until ``phi`` changes
+        (trained online between steps, or loaded).
         """
         like = self._like()
         key = (tuple(map(id, params)), like["device"], like["dtype"])
@@ -261,7 +259,8 @@ class MLPRule(UpdateRule):
             buffers = workspace["mlp"] = FlatBuffers([p.shape for p in params], self.config, like,
                                                   key=key, schedule_rows=SCHEDULE_ROWS)
         counts = buffers.adopt(states, self.memory_of)
-        self._in_place(buffers, params, grads, counts)
+        phi = buffers.folded(tuple(self.parameters()), self.fold)
+        self._in_place(buffers, phi, params, grads, counts)
         if len(set(factors)) == 1:
             torch._foreach_add_(list(params), buffers.steps, alpha=factors[0])
         else:
@@ -269,39 +268,26 @@ class MLPRule(UpdateRule):
                 p.add_(step, alpha=factor)
         buffers.advance(states, counts)
 
-    def _in_place(self, buffers: FlatBuffers, params: Sequence[Tensor], grads: Sequence[Tensor],
-                  counts: Sequence[float]) -> Tensor:
-        """Update the memory in ``buffers`` and compute the steps into ``buffers.step``, from
+    def _in_place(self, buffers: FlatBuffers, phi: Folded, params: Sequence[Tensor],
+                  grads: Sequence[Tensor], counts: Sequence[float]) -> Tensor:
+        """Update the memory in ``buffers`` and compute the steps into ``buffers.d``, from
         ``params`` and ``grads`` after ``counts`` earlier updates; no graph."""
         b = buffers
-        torch._foreach_copy_(b.params, list(params))
-        torch._foreach_copy_(b.grads, list(grads))
+        torch._foreach_copy_(b.inputs, [*params, *grads])
         b.momenta_rows.lerp_(b.g_rows, self._rates)
-        b.v.lerp_(torch.mul(b.g, b.g, out=b.denominator), self._rate_v)
-        constants, eps = b.constants(counts)
-        denominator = torch.sqrt(b.v, out=b.denominator)
+        b.v.lerp_(torch.mul(b.g, b.g, out=b.d), self._rate_v)
+        corrections, time, eps = b.constants(counts)
+        denominator = torch.sqrt(b.v, out=b.d)
         if len(set(eps)) == 1:
             denominator.add_(eps[0])
         else:
             for part, tensor_eps in zip(b.denominators, eps, strict=True):
                 part.add_(tensor_eps)
-        torch.div(b.momenta_rows, denominator, out=b.adam_rows)
-        norms = torch.stack([torch.linalg.vector_norm(rows, dim=1) for rows in b.normalised])
-        _, biases = self._first_layer(norms, b.inv_size, constants, out=b.weights)
-        if not self.config.sign_symmetric:
-            for bias, weight, features, out in zip(biases.unbind(0), b.tensor_weights, b.features,
-                                                   b.firsts, strict=True):
-                torch.addmm(bias, weight, features, out=out)
-            return self._output(b.first, b, b.step)
-        # the parameter is even, the other rows odd (see the class docstring)
-        for bias, even_weight, odd_weight, even, odd, out, odd_out in zip(
-                biases.unbind(0), b.even_weights, b.odd_weights, b.even_features, b.odd_features,
-                b.firsts, b.spares, strict=True):
-            torch.addmm(bias, even_weight, even, out=out)
-            torch.mm(odd_weight, odd, out=odd_out)
-        minus = torch.sub(b.first, b.spare, out=b.mirror)
-        step = self._output(b.first.add_(b.spare), b, b.step)
-        return step.sub_(self._output(minus, b, b.mirror_step)).div_(2)
+        norms = torch.stack([torch.linalg.vector_norm(rows, dim=1) for rows in b.features])
+        weights, biases = first_layer(phi, self._norm_eps, norms, b.inv_size, corrections, time, b)
+        for bias, weight, features, out in zip(biases, weights, b.features, b.outputs, strict=True):
+            torch.addmm(bias, weight, features, out=out)
+        return self._combine(phi, b.parts, denominator, b)
 
     def _graph_steps(self, grads: Sequence[Tensor], memory: Sequence[Memory],
                      params: Sequence[Tensor]) -> tuple[list[Tensor], list[Memory]]:
@@ -313,42 +299,50 @@ class MLPRule(UpdateRule):
         m = cat_like([mem[0] for mem in memory], like, dim=1).lerp(g.expand(k, -1), self._rates)
         v = cat_like([mem[1] for mem in memory], like).lerp(g * g, self._rate_v)
         counts = [float(mem[2]) for mem in memory]
-        schedules = {c: cfg.schedule(c) for c in set(counts)}
-        constants = torch.tensor([schedules[c] for c in counts], **like)
-        eps = (schedules[counts[0]][k] if len(schedules) == 1
-               else constants[:, k].index_select(0, seg))
-        x = torch.cat((p.unsqueeze(0), g.unsqueeze(0), m, m / (v.sqrt() + eps)))
+        shared = len(set(counts)) == 1
+        rows = cfg.schedules(counts[:1] if shared else counts)
+        corrections, eps_rows, time = rows.to(**like).split((k, 1, len(cfg.time_scales)), 1)
+        eps = float(rows[0, k]) if shared else eps_rows[:, 0].index_select(0, seg)
+        x = torch.cat((p.unsqueeze(0), g.unsqueeze(0), m))
         chunks = x.split(sizes, 1)
-        norms = torch.stack([torch.linalg.vector_norm(c[:k + 2], dim=1) for c in chunks])
-        weights, biases = self._first_layer(norms, inv_size, constants)
-        tensors = list(zip(biases, weights, chunks, strict=True))
-        if cfg.sign_symmetric:
-            even = torch.cat([torch.addmm(b, w[:, :1], c[:1]) for b, w, c in tensors], 1)
-            odd = torch.cat([w[:, 1:] @ c[1:] for _, w, c in tensors], 1)
-            step = (self._output(even + odd) - self._output(even - odd)) / 2
-        else:
-            step = self._output(torch.cat([torch.addmm(b, w, c) for b, w, c in tensors], 1))
+        norms = torch.stack([torch.linalg.vector_norm(c, dim=1) for c in chunks])
+        phi = self.fold()
+        weights, biases = first_layer(phi, self._norm_eps, norms, inv_size, corrections, time)
+        first = torch.cat([torch.addmm(b, w, c) for b, w, c in zip(biases, weights, chunks,
+                                                                   strict=True)], 1)
+        step = self._combine(phi, first.split(cfg.hidden_size), v.sqrt() + eps)
         if step.dtype != grads[0].dtype or step.device != grads[0].device:
             step = step.to(device=grads[0].device, dtype=grads[0].dtype)
         steps = [s.view(q.shape) for s, q in zip(step.split(sizes), grads, strict=True)]
         return steps, list(zip(m.split(sizes, 1), v.split(sizes), next_counts(counts),
                                strict=True))
 
-    def _output(self, first: Tensor, buffers: FlatBuffers | None = None,
-                out: Tensor | None = None) -> Tensor:
+    def _combine(self, phi: Folded, parts: Sequence[Tensor], denominator: Tensor,
+                 buffers: FlatBuffers | None = None) -> Tensor:
+        """The steps from the first layer's product in row blocks ``parts`` (see :meth:`fold`)
+        and Adam's denominator; with ``buffers``, computed in them (``parts`` are theirs)."""
+        direct, over_d, *even = parts
+        # in the buffers: a block already read is the next spare, the steps go into d
+        into = [None] * 4 if buffers is None else [direct, over_d, buffers.d, buffers.mirror_step]
+        first = torch.addcdiv(direct, over_d, denominator, out=into[0])
+        if not self.config.sign_symmetric:
+            return self._output(phi, first, buffers, into[1], into[2])
+        # the parameter is even, the other rows odd (see the class docstring)
+        plus = torch.add(even[0], first, out=into[1])
+        minus = torch.sub(even[0], first, out=None if buffers is None else even[0])
+        step = self._output(phi, plus, buffers, into[0], into[2])
+        return step.sub_(self._output(phi, minus, buffers, into[0], into[3])).div_(2)
+
+    def _output(self, phi: Folded, first: Tensor, buffers: FlatBuffers | None = None,
+                spare: Tensor | None = None, out: Tensor | None = None) -> Tensor:
         """The steps from the first layer's pre-activations ``(hidden_size, n)``; with
-        ``buffers``, computed in them into ``out`` (``first`` and ``buffers.spare`` are
-        overwritten)."""
+        ``buffers``, computed in them, in ``first`` and ``spare`` and into ``out``."""
         cfg = self.config
         hidden = first.relu_()  # a fresh tensor or a buffer: relu in place saves an allocation
-        spare = None if buffers is None else buffers.spare
-        for layer in cast(Iterable[nn.Linear], self.hidden):
-            hidden, spare = torch.addmm(layer.bias.unsqueeze(1), layer.weight, hidden,
-                                        out=spare).relu_(), hidden
-        # exp_mult and step_mult are folded into the head's two rows: 2 x hidden products
-        # instead of two passes over every coordinate.
-        scale = self._output_scale
-        head = torch.addmm(self.head.bias.unsqueeze(1) * scale, self.head.weight * scale, hidden,
+        for bias, weight in phi.hidden:  # in the buffers, each layer's input is the next spare
+            hidden, spare = (torch.addmm(bias, weight, hidden, out=spare).relu_(),
+                             None if buffers is None else hidden)
+        head = torch.addmm(phi.head_bias, phi.head_weight, hidden,
                            out=None if buffers is None else buffers.head)
         if buffers is None:
             step = head[0] * torch.exp2(head[1])
