@@ -10,6 +10,7 @@ import tarfile
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_problems import clean_small_cnn
 
 from l2l_gail.core.attacker import LearnedAttacker
 from l2l_gail.errors import L2LError
@@ -33,15 +34,7 @@ def tiny() -> D.ImageData:
 @pytest.fixture(scope="module")
 def trained(tiny):
     """A small CNN trained briefly on clean data (the fixed classifier the attacks face)."""
-    torch.manual_seed(0)
-    model = build_model("small-cnn", 3, 4, width=8, image_size=16)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(5):
-        for x, y in D.batches(tiny.train_x, tiny.train_y, 64, generator=torch.Generator().manual_seed(0)):
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-    return model.eval()
+    return clean_small_cnn(tiny.train_x, tiny.train_y, channels=3, classes=4, width=8, image_size=16)
 
 
 def test_synthetic_is_learnable(tiny, trained):

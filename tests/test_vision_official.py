@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
+from tiny_problems import clean_small_cnn
 
 from l2l_gail.core.attacker import LearnedAttacker
 from l2l_gail.errors import L2LError
@@ -33,16 +33,8 @@ def mnist_like() -> D.ImageData:
 @pytest.fixture(scope="module")
 def classifier(mnist_like):
     """A small CNN trained briefly on clean data: the fixed classifier the attacks face."""
-    torch.manual_seed(0)
-    model = build_model("small-cnn", 1, 10, width=4, image_size=28)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(5):
-        for x, y in D.batches(mnist_like.train_x, mnist_like.train_y, 64,
-                              generator=torch.Generator().manual_seed(0)):
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-    return model.eval()
+    return clean_small_cnn(mnist_like.train_x, mnist_like.train_y, channels=1, classes=10, width=4,
+                           image_size=28)
 
 
 def _bn_batches_tracked(model: torch.nn.Module) -> int:
