@@ -54,6 +54,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -491,10 +492,7 @@ def run_frontier(args: argparse.Namespace) -> int:
     finally:
         if pool is not None:
             pool.close()
-    for key, job in {**todo["other"], **todo["learned"]}.items():  # also after a failure: nothing is redone
-        if job.finished():
-            cache[key] = json.loads((job.run_dir / job.done_file).read_text())
-    write_json(cache_path, cache)
+    gather({**todo["other"], **todo["learned"]}, cache, cache_path)
     if not result.ok:
         return 130 if result.interrupted else 1
     entries = []
@@ -569,6 +567,15 @@ def write_frontier(entries: list[dict[str, Any]], adam_arms: list[str], rules: l
     print(text)
 
 
+def gather(jobs: Mapping[str, Job], cache: dict[str, Any], path: Path) -> None:
+    """Add every finished job's result to ``cache`` and save it to ``path`` -- also after a
+    failed or interrupted sweep, so that nothing finished is redone."""
+    for key, job in jobs.items():
+        if job.finished():
+            cache[key] = json.loads((job.run_dir / job.done_file).read_text())
+    write_json(path, cache)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
@@ -607,10 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if pool is not None:
             pool.close()
-    for key, job in todo.items():  # gathered even after a failure: nothing finished is redone
-        if job.finished():
-            cells[key] = json.loads((job.run_dir / job.done_file).read_text())
-    write_json(cells_path, cells)
+    gather(todo, cells, cells_path)
     if not result.ok:
         return 130 if result.interrupted else 1
     entries = []
