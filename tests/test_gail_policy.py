@@ -73,9 +73,9 @@ def test_ppo_loss_is_sb3s_loss(env_id: str) -> None:
         assert bool(((log_prob - data.old_log_prob).exp() - 1).abs().gt(clip).any())
 
 
-def l2l_ppo(seed: int) -> L2LPPO:
+def l2l_ppo(seed: int, **extra: Any) -> L2LPPO:
     policy_kwargs = {"net_arch": [16, 16], "optimizer_class": LookaheadPolicyOptimizer,
-                     "optimizer_kwargs": {"learned": adam_clone()[0]}}
+                     "optimizer_kwargs": {"learned": adam_clone()[0]}, **extra}
     return L2LPPO("MlpPolicy", venv("Pendulum-v1"), n_steps=N_STEPS, batch_size=16, n_epochs=2, seed=seed,
                   device="cpu", policy_kwargs=policy_kwargs)
 
@@ -98,3 +98,23 @@ def test_heldout_minibatch_comes_from_its_own_seeded_generator() -> None:
     same_seed, other_seed = l2l_ppo(seed=3), l2l_ppo(seed=4)
     draws = [m.heldout_rng.integers(1 << 30, size=4).tolist() for m in (same_seed, other_seed)]
     assert draws[0] == l2l_ppo(seed=3).heldout_rng.integers(1 << 30, size=4).tolist() != draws[1]
+
+
+def test_heldout_rows_leave_the_observation_statistics_alone() -> None:
+    """With ``--obs-norm`` (imitation's RunningNorm in the features extractor), only PPO's own
+    minibatches update the running statistics: the held-out loss runs the policy in eval mode and
+    restores its mode."""
+    from imitation.policies.base import NormalizeFeaturesExtractor
+    from imitation.util import networks
+
+    model = l2l_ppo(seed=3, features_extractor_class=NormalizeFeaturesExtractor,
+                    features_extractor_kwargs={"normalize_class": networks.RunningNorm})
+    model.learn(total_timesteps=ROWS)
+    norm = next(m for m in model.policy.modules() if isinstance(m, networks.RunningNorm))
+    params = {n: p.detach() for n, p in EvaluateActions(model.policy).named_parameters()}
+    before = {k: v.clone() for k, v in norm.state_dict().items()}
+    assert before["count"] > 0  # PPO's minibatches did update them
+    model.policy.set_training_mode(True)
+    model.heldout_loss(params)
+    assert all(torch.equal(before[k], v) for k, v in norm.state_dict().items())
+    assert model.policy.training

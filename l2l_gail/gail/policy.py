@@ -163,10 +163,19 @@ class L2LPPO(PPO):
                 self.logger.record(f"train/{key.replace('/', '_')}", value)
 
     def heldout_loss(self, params: Params) -> Tensor:
-        """:func:`ppo_loss` on a random minibatch of the rollout, at the parameters ``params``."""
+        """:func:`ppo_loss` on a random minibatch of the rollout, at the parameters ``params``.
+
+        The policy is in eval mode meanwhile, so that with ``--obs-norm`` the held-out rows do not
+        update the running observation statistics (only PPO's own minibatches do, as in imitation).
+        """
         buffer = self.rollout_buffer
         idx = self.heldout_rng.integers(buffer.buffer_size * buffer.n_envs, size=self.batch_size)
-        return ppo_loss(self, EvaluateActions(self.policy), params, compat.rollout_samples(buffer, idx))
+        training = self.policy.training
+        self.policy.set_training_mode(False)
+        try:
+            return ppo_loss(self, EvaluateActions(self.policy), params, compat.rollout_samples(buffer, idx))
+        finally:
+            self.policy.set_training_mode(training)
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs beyond the policy and its optimizer: ``heldout_rng``'s state."""
