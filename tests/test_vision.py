@@ -201,25 +201,51 @@ def test_idx_parser_reads_and_detects_truncation(tmp_path):
         D._parse_idx((tmp_path / "a").read_bytes()[:-3], tmp_path / "a")
 
 
-def test_cifar_tarball_parsed_and_digest_checked(tmp_path, monkeypatch):
+def _cifar_tarball(path, batches, monkeypatch=None) -> None:
+    """Write CIFAR-10's python tarball at ``path`` with ``batches`` (member name -> pickled bytes);
+    with ``monkeypatch``, make its MD5 the published one."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, n in [("data_batch_1", 6), ("test", 4)]:
-            blob = pickle.dumps({b"data": torch.randint(0, 255, (n, 3072)).numpy().astype("uint8"),
-                                 b"labels": list(range(n))})
+        for name, blob in batches.items():
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
-    (tmp_path / "cifar-10-python.tar.gz").write_bytes(buf.getvalue())
+    (path / "cifar-10-python.tar.gz").write_bytes(buf.getvalue())
+    if monkeypatch is not None:
+        entry = list(D.CIFAR["cifar10"])
+        entry[1] = D._md5(buf.getvalue())
+        monkeypatch.setitem(D.CIFAR, "cifar10", tuple(entry))
+
+
+def _cifar_batch(n: int, protocol: int = pickle.DEFAULT_PROTOCOL) -> bytes:
+    return pickle.dumps({b"data": torch.randint(0, 255, (n, 3072)).numpy().astype("uint8"),
+                         b"labels": list(range(n))}, protocol=protocol)
+
+
+class _Planted:
+    def __reduce__(self):
+        return (print, ("planted code ran",))
+
+
+def test_cifar_tarball_parsed_and_digest_checked(tmp_path, monkeypatch):
+    # protocol 2 as CIFAR's own (Python 2) files, 5 as numpy 2 writes out-of-band buffers
+    batches = {"data_batch_1": _cifar_batch(6, protocol=2), "test": _cifar_batch(4, protocol=5)}
+    _cifar_tarball(tmp_path, batches)
     with pytest.raises(L2LError, match="published MD5"):
         D.load_cifar("cifar10", tmp_path)
-    entry = list(D.CIFAR["cifar10"])
-    entry[1] = D._md5(buf.getvalue())
-    monkeypatch.setitem(D.CIFAR, "cifar10", tuple(entry))
+    _cifar_tarball(tmp_path, batches, monkeypatch)
     data = D.load_cifar("cifar10", tmp_path)
     assert data.train_x.shape == (6, 3, 32, 32) and data.test_x.shape == (4, 3, 32, 32) and data.augment
     aug = D.augment_batch(D.to_float(data.train_x), torch.Generator().manual_seed(0))
     assert aug.shape == (6, 3, 32, 32) and aug.min() >= 0 and aug.max() <= 1
+
+
+def test_cifar_batch_that_names_code_is_refused_even_with_the_published_md5(tmp_path, monkeypatch, capsys):
+    planted = pickle.dumps({b"data": _Planted(), b"labels": [0]})
+    _cifar_tarball(tmp_path, {"data_batch_1": _cifar_batch(2), "test": planted}, monkeypatch)
+    with pytest.raises(L2LError, match=r"builtins\.print, which no CIFAR file holds"):
+        D.load_cifar("cifar10", tmp_path)
+    assert "planted code ran" not in capsys.readouterr().out
 
 
 def test_fashion_mnist_from_debian_package_if_installed():

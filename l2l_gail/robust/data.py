@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -255,6 +256,26 @@ def load_idx_dataset(dataset: str, data_dir: Path | None = None, download: bool 
     return ImageData(dataset, trx.unsqueeze(1), try_.long(), tex.unsqueeze(1), tey.long(), 10)
 
 
+_ARRAY_GLOBALS = frozenset(
+    (module, name)
+    for package in ("numpy.core", "numpy._core")  # numpy 1's module names, and numpy 2's
+    for module, name in ((f"{package}.multiarray", "_reconstruct"), (f"{package}.numeric", "_frombuffer"))
+) | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+"""The only globals a CIFAR batch file may name: what a pickled numpy array is rebuilt from
+(``_codecs.encode`` turns a protocol-2 pickle's text back into the array's bytes)."""
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only, as CIFAR's python batches hold: any other
+    global is refused, so a batch file runs no code even if it got past the MD5 check."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ARRAY_GLOBALS:
+            raise L2LError(f"a CIFAR batch file names {module}.{name}, which no CIFAR file holds: the "
+                           "archive is not CIFAR's; delete it and re-download")
+        return super().find_class(module, name)
+
+
 def load_cifar(dataset: str, data_dir: Path | None = None, download: bool = False) -> ImageData:
     """CIFAR-10/100 from the standard python tarball (3x32x32, augmented when training)."""
     archive, md5, url, label_key, classes = CIFAR[dataset]
@@ -280,7 +301,7 @@ def load_cifar(dataset: str, data_dir: Path | None = None, download: bool = Fals
             member_file = tar.extractfile(member)
             if member_file is None:  # a directory or link entry of that name: no data
                 continue
-            batch = pickle.load(member_file, encoding="bytes")  # verified: raw matched the published MD5
+            batch = _ArrayUnpickler(member_file, encoding="bytes").load()  # verified: MD5; arrays only
             xs[split].append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys[split].append(np.asarray(batch[label_key], dtype=np.int64))
     return ImageData(dataset, torch.from_numpy(np.concatenate(xs["train"])),
