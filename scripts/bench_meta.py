@@ -54,7 +54,7 @@ import shutil
 import statistics
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ from l2l_gail.meta.report import WAYS, markdown_table, setting_entry
 from l2l_gail.meta.train import MetaConfig, config_dict, load_data, meta_train
 from l2l_gail.robust.training import Method
 from l2l_gail.runs import RunDir, atomic_write_text, write_json
-from l2l_gail.sweep import Grid, Job, Variant, run_jobs
+from l2l_gail.sweep import Grid, Job, SweepResult, Variant, run_jobs
 from l2l_gail.sweep.cli import report
 from l2l_gail.sweep.engine import open_pool
 from l2l_gail.sweep.grid import parse_seeds
@@ -477,21 +477,15 @@ def run_frontier(args: argparse.Namespace) -> int:
     # meta-training first (the longest jobs), the other curves beside it; the learned ones need the rules
     first = [job for rule, job in meta_jobs.items() if not frontier_optimizer(rule, args).is_file()]
     first += todo["other"].values()
-    pending = [job for job in [*first, *todo["learned"].values()] if not job.finished()]
-    pool = open_pool(args.jobs, args.address) if pending else None
-    try:
-        sweep = functools.partial(run_jobs, pool=pool, max_retries=args.max_retries,
-                                  progress=not args.no_progress)
-        result = sweep(first)
-        report(result)
-        if result.ok and all(frontier_optimizer(r, args).is_file() or meta_jobs[r].finished() for r in rules):
-            for rule, job in meta_jobs.items():
-                publish_frontier_optimizer(rule, job, args)
-            result = sweep(list(todo["learned"].values()))
-            report(result)
-    finally:
-        if pool is not None:
-            pool.close()
+
+    def publish() -> bool:
+        if not all(frontier_optimizer(r, args).is_file() or meta_jobs[r].finished() for r in rules):
+            return False
+        for rule, job in meta_jobs.items():
+            publish_frontier_optimizer(rule, job, args)
+        return True
+
+    result = two_sweeps(first, list(todo["learned"].values()), publish, args)
     gather({**todo["other"], **todo["learned"]}, cache, cache_path)
     if not result.ok:
         return 130 if result.interrupted else 1
@@ -567,6 +561,27 @@ def write_frontier(entries: list[dict[str, Any]], adam_arms: list[str], rules: l
     print(text)
 
 
+def two_sweeps(first: list[Job], second: list[Job], publish: Callable[[], bool],
+               args: argparse.Namespace) -> SweepResult:
+    """Run ``first``, then, if it succeeded and ``publish()`` -- which puts in place what
+    ``second`` needs, the learned optimizers -- returns true, ``second``: one Ray for both sweeps,
+    started only if a job is left to run."""
+    pending = [job for job in [*first, *second] if not job.finished()]
+    pool = open_pool(args.jobs, args.address) if pending else None
+    try:
+        sweep = functools.partial(run_jobs, pool=pool, max_retries=args.max_retries,
+                                  progress=not args.no_progress)
+        result = sweep(first)
+        report(result)
+        if result.ok and publish():
+            result = sweep(second)
+            report(result)
+    finally:
+        if pool is not None:
+            pool.close()
+    return result
+
+
 def gather(jobs: Mapping[str, Job], cache: dict[str, Any], path: Path) -> None:
     """Add every finished job's result to ``cache`` and save it to ``path`` -- also after a
     failed or interrupted sweep, so that nothing finished is redone."""
@@ -598,22 +613,13 @@ def main(argv: list[str] | None = None) -> int:
     cells: dict[str, Any] = json.loads(cells_path.read_text()) if cells_path.is_file() else {}
     todo = {cell_key(i, w, s, args): cell_job(i, w, s, args) for i in indices for w in WAYS for s in seeds}
     todo = {key: job for key, job in todo.items() if key not in cells}
-    # one Ray for both sweeps, started only if something is left to run
-    pending = [job for job in [*optimizers, *todo.values()] if not job.finished()]
-    pool = open_pool(args.jobs, args.address) if pending else None
-    try:
-        sweep = functools.partial(run_jobs, pool=pool, max_retries=args.max_retries,
-                                  progress=not args.no_progress)
-        result = sweep(optimizers)
-        report(result)
-        if result.ok:
-            for name in names:
-                publish_optimizer(name, args)
-            result = sweep(list(todo.values()))
-            report(result)
-    finally:
-        if pool is not None:
-            pool.close()
+
+    def publish() -> bool:
+        for name in names:
+            publish_optimizer(name, args)
+        return True
+
+    result = two_sweeps(optimizers, list(todo.values()), publish, args)
     gather(todo, cells, cells_path)
     if not result.ok:
         return 130 if result.interrupted else 1
