@@ -15,6 +15,15 @@ from l2l_gail.core.rule import Memory, Params, UpdateRule
 from l2l_gail.errors import L2LError
 
 
+def closure_loss(closure: Callable[[], float] | None) -> float | None:
+    """What an optimizer's ``step(closure)`` returns: the loss of ``closure`` evaluated with
+    gradients enabled (``torch.optim``'s convention, inside a ``no_grad`` step), or None."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class LearnedOptimizer(torch.optim.Optimizer):
     """A ``torch.optim.Optimizer`` whose step is the learned ``g_phi``.
 
@@ -128,10 +137,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Apply the learned step to every parameter with a gradient (one rule call in all)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         params, grads, factors = [], [], []
         for group in self.param_groups:
             factor = self._factor(group)
