@@ -243,8 +243,8 @@ def test_next_round_heldout_batch_holds_no_training_row(make_gail_trainer: Calla
         trained.append((trainer.global_step, batch))
         return update(batch, heldout_batch)
 
-    def recording_heldout(gen_rows: Any, exclude: Any) -> Any:
-        batch = next_round_batch(gen_rows, exclude)
+    def recording_heldout(gen_rows: Any, free: Any) -> Any:
+        batch = next_round_batch(gen_rows, free)
         heldout.append((trainer.global_step, batch))
         return batch
 

@@ -513,12 +513,10 @@ class L2LGAILTrainer(GAILTrainer):
 
     def _memory(self) -> State:
         """A copy of the rule's memory of each discriminator parameter (fresh where none yet)."""
-        keys, memory = self.learned.memory_keys, {}
-        for name, p in self.discriminator.named_parameters():
-            state = self.learned_optimizer.state.get(p, {})
-            memory[name] = (tuple(state[k].clone() for k in keys) if keys[0] in state
-                            else self.learned.init_memory(p.numel()))
-        return memory
+        # memory_of on a copy of each state: the optimizer's own state is left as it is
+        return {name: tuple(m.clone() for m in self.learned.memory_of(
+                    dict(self.learned_optimizer.state.get(p, {})), p.numel()))
+                for name, p in self.discriminator.named_parameters()}
 
     def train_gen(self, total_timesteps: int | None = None, learn_kwargs: Mapping | None = None) -> None:
         """imitation's generator round; then, with ``heldout="next-round"``, the meta steps of the
@@ -528,11 +526,10 @@ class L2LGAILTrainer(GAILTrainer):
         if self.pending:
             self.score_pending(self.newest_generator_rows(self.gen_algo.num_timesteps - started))
 
-    def next_round_batch(self, gen_rows: Mapping[str, np.ndarray], exclude: np.ndarray) -> Batch:
-        """A held-out batch of ``demo_batch_size`` of ``gen_rows`` and as many expert rows outside
-        ``exclude``, drawn by ``rng``."""
+    def next_round_batch(self, gen_rows: Mapping[str, np.ndarray], free: np.ndarray) -> Batch:
+        """A held-out batch of ``demo_batch_size`` of ``gen_rows`` and as many of the expert rows
+        ``free`` (those outside the round's training batches), drawn by ``rng``."""
         n = self.demo_batch_size
-        free = np.setdiff1d(np.arange(len(self._expert)), exclude)
         if len(gen_rows["obs"]) < n or len(free) < n:
             raise ValueError(f"a next-round held-out batch needs {n} new generator rows and {n} expert "
                              f"rows outside the round's training batches; there are {len(gen_rows['obs'])} "
@@ -546,8 +543,9 @@ class L2LGAILTrainer(GAILTrainer):
         """One meta step per :class:`PendingStep`, each scored on a batch of :meth:`next_round_batch`."""
         used = [p.expert_idx.numpy() for p in self.pending if p.expert_idx is not None]
         exclude = np.unique(np.concatenate(used)) if used else np.zeros(0, dtype=np.int64)
+        free = np.setdiff1d(np.arange(len(self._expert)), exclude)
         for step in self.pending:
-            heldout = self.next_round_batch(gen_rows, exclude)
+            heldout = self.next_round_batch(gen_rows, free)
             after, _, update = self.learned.update(step.params, step.grads, step.memory, create_graph=True,
                                                    scale=self.disc_lr)
             loss, shift = self.meta_loss(heldout, step.params, after, step.adam)
