@@ -53,7 +53,7 @@ import numpy as np
 
 from l2l_gail.errors import L2LError, exit_status
 from l2l_gail.gail import demos, stats
-from l2l_gail.gail.compare import RESULTS_DIR, compare, output_paths
+from l2l_gail.gail.compare import RESULTS_DIR, CompareOutputs, compare, output_paths
 from l2l_gail.gail.config import GAILConfig
 from l2l_gail.gail.experiment import load_experiment
 from l2l_gail.gail.expert import set_threads
@@ -194,12 +194,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"{task}: not compared: some of its runs did not finish")
             continue
         out = compare(runs_dir / "gail" / f"bench-{task}", output, force=args.force)
-        print(out.markdown.read_text(), end="")
-        print(f"results: {out.json}\ntable:   {out.markdown}\nplot:    {out.plot}")
+        print_outputs(out)
     if args.benchmark_output is not None and not unfinished:
         write_benchmark(args.benchmark_output, [runs_dir / "gail" / f"bench-{t}" for t in tasks],
                         args.tuning_file, force=args.force)
     return 130 if result.interrupted else 0 if result.ok else 1
+
+
+def print_outputs(out: CompareOutputs) -> None:
+    """The comparison's table, then where its files are."""
+    print(out.markdown.read_text(), end="")
+    print(f"results: {out.json}\ntable:   {out.markdown}\nplot:    {out.plot}")
 
 
 def write_benchmark(output: Path, experiments: list[Path], tuning_file: Path, *, force: bool) -> None:
@@ -212,8 +217,7 @@ def write_benchmark(output: Path, experiments: list[Path], tuning_file: Path, *,
     note = (tuning_markdown(tuning) if tuning else
             f"No tuning record ({tuning_file} is missing): run `scripts/bench_gail.py --tune` first.\n")
     atomic_write_text(out.markdown, out.markdown.read_text() + "\n" + note)
-    print(out.markdown.read_text(), end="")
-    print(f"results: {out.json}\ntable:   {out.markdown}\nplot:    {out.plot}")
+    print_outputs(out)
 
 
 def _floats(text: str, what: str) -> list[float]:
