@@ -24,10 +24,10 @@ from torch import nn
 from l2l_gail.core import LearnedOptimizer, UpdateRule
 from l2l_gail.errors import L2LError
 from l2l_gail.meta.optimizees import (
-    ACTIVATIONS,
     DEFAULT_MAX_PARAMS,
     OPTIMIZEES,
     build_optimizee,
+    check_activation,
     check_servable,
 )
 from l2l_gail.meta.train import load_data
@@ -95,8 +95,7 @@ class ApplyConfig:
             raise L2LError("--optimizer is required: a file written by `l2l meta train`")
         if self.model not in OPTIMIZEES:
             raise L2LError(f"unknown model {self.model!r}; choose one of {', '.join(OPTIMIZEES)}")
-        if self.activation not in ACTIVATIONS:
-            raise L2LError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        check_activation(self.activation)
         check_numbers(self, at_least_one=("train_size", "test_size", "width", "epochs", "batch_size",
                                           "eval_subset", "max_params"))
         if self.autoattack_version not in ("standard", "fast"):

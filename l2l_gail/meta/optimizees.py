@@ -21,6 +21,14 @@ from l2l_gail.robust.models import MODELS, build_model, check_width
 OPTIMIZEES = ("mlp", *MODELS)
 ACTIVATIONS = ("relu", "sigmoid")
 """Hidden activations of the MLP optimizee (see the module docstring)."""
+
+
+def check_activation(activation: str) -> None:
+    """The one check of ``--activation``, for the configurations and the MLP."""
+    if activation not in ACTIVATIONS:
+        raise L2LError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+
+
 DEFAULT_MAX_PARAMS = 1_000_000
 """Largest optimizee the coordinatewise optimizer serves by default (see :func:`check_servable`)."""
 
@@ -40,8 +48,7 @@ class MLP(nn.Module):
     def __init__(self, in_features: int = 784, num_classes: int = 10, hidden: int = 20,
                  activation: str = "relu") -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise L2LError(f"unknown --activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        check_activation(activation)
         act = nn.ReLU() if activation == "relu" else nn.Sigmoid()
         layers = (nn.Linear(in_features, hidden), nn.Linear(hidden, num_classes))
         if activation == "relu":

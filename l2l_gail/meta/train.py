@@ -61,10 +61,10 @@ from l2l_gail.core import (
 )
 from l2l_gail.errors import L2LError
 from l2l_gail.meta.optimizees import (
-    ACTIVATIONS,
     DEFAULT_MAX_PARAMS,
     OPTIMIZEES,
     build_optimizee,
+    check_activation,
     check_servable,
 )
 from l2l_gail.robust.attacks import FGSM, PGD, Attack
@@ -186,8 +186,7 @@ class MetaConfig:
             raise L2LError(f"unknown model {self.model!r}; choose one of {', '.join(OPTIMIZEES)}")
         if self.attack not in TRAIN_ATTACKS:
             raise L2LError(f"--attack must be one of {', '.join(TRAIN_ATTACKS)}, got {self.attack!r}")
-        if self.activation not in ACTIVATIONS:
-            raise L2LError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        check_activation(self.activation)
         if self.rule not in RULE_NAMES:
             raise L2LError(f"--rule must be one of {', '.join(RULE_NAMES)}, got {self.rule!r}")
         if self.rule != "lstm":
