@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from l2l_gail.errors import L2LError
-from l2l_gail.robust.attacks import PGD, Attack, AutoAttack
+from l2l_gail.robust.attacks import Attack, AutoAttack, build_attack
 from l2l_gail.robust.data import batches
 from l2l_gail.robust.models import eval_mode
 
@@ -146,9 +146,9 @@ def robust_attacks(eps: float, *, pgd_steps: int = 50, pgd_restarts: int = 5, pg
     if pgd_steps < 1 or pgd_restarts < 1 or autoattack_n < 0:
         raise L2LError(f"PGD needs steps and restarts >= 1 and the AutoAttack subset >= 0, got "
                        f"{pgd_steps}, {pgd_restarts} and {autoattack_n}")
-    attacks: list[Attack] = [PGD(eps, pgd_steps, pgd_step, restarts=pgd_restarts, worst_iterate=True)]
+    attacks = [build_attack(f"pgd{pgd_steps}x{pgd_restarts}", eps, pgd_step=pgd_step)]
     if apgd:
-        attacks.append(AutoAttack(eps, "fast", seed, name="apgd"))
+        attacks.append(build_attack("apgd", eps, seed=seed))
     sizes = {}
     if autoattack_n:
         attacks.append(AutoAttack(eps, "standard", seed))
