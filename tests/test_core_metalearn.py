@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pytest
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from l2l_gail.core import LSTMRule, StepLoss, lookahead_step, meta_step, unroll
+from l2l_gail.core import LookaheadStats, LSTMRule, StepLoss, lookahead_step, meta_step, unroll
 from l2l_gail.errors import L2LError
 
 Problem = tuple[dict[str, Tensor], Callable[[dict[str, Tensor], int], Tensor]]
@@ -151,3 +151,47 @@ def test_lookahead_step_trains_phi_online_on_held_out_data() -> None:
                                                      strict=True))
     assert all(p.grad is None for p in module.parameters())  # meta_step touches phi only
     assert state is not None and not any(h.requires_grad for h, _ in state.values())
+
+
+def _lookahead_once(given: bool) -> tuple[list[Tensor], LookaheadStats]:
+    """Three look-ahead steps of a fresh module and rule, from the training loss or (``given``)
+    from its gradients; the module's and ``phi``'s parameters after them, and the last step's
+    statistics."""
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(16, 4, generator=gen), torch.randn(16, 1, generator=gen)
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    module[2].bias.requires_grad_(False)
+    learned = LSTMRule()
+    meta_opt = torch.optim.Adam(learned.parameters(), lr=1e-3)
+
+    def loss(p: Mapping[str, Tensor], rows: slice = slice(8)) -> Tensor:
+        return nn.functional.mse_loss(functional_call(module, dict(p), (x[rows],)), y[rows])
+
+    state = None
+    for _ in range(3):  # the first step of a fresh LSTM rule is zero
+        trainable = {n: p for n, p in module.named_parameters() if p.requires_grad}
+        grads = dict(zip(trainable, torch.autograd.grad(loss(trainable), list(trainable.values())),
+                         strict=True))
+        state, stats = lookahead_step(learned, module, state, grads if given else loss,
+                                      lambda p: loss(p, slice(8, 16)), meta_opt)
+    if given:
+        with pytest.raises(ValueError, match="second_order"):
+            lookahead_step(learned, module, None, grads, loss, meta_opt, second_order=True)
+    return [p.detach().clone() for p in [*module.parameters(), *learned.parameters()]], stats
+
+
+def test_lookahead_step_on_gradients_computed_beforehand() -> None:
+    """Given the training gradients instead of the training loss, the look-ahead makes the
+    same step and the same step on ``phi`` (a frozen parameter has no gradient and stays
+    put); ``second_order``, which needs the loss's graph, is refused."""
+    (from_loss, stats_loss), (from_grads, stats_grads) = _lookahead_once(False), _lookahead_once(True)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(from_loss, from_grads, strict=True))
+    assert not torch.equal(from_loss[0], _lookahead_params_before())
+    assert stats_grads.meta_loss == pytest.approx(stats_loss.meta_loss, rel=1e-5)
+    assert math.isnan(stats_grads.train_loss) and not math.isnan(stats_loss.train_loss)
+
+
+def _lookahead_params_before() -> Tensor:
+    torch.manual_seed(0)
+    return nn.Linear(4, 8).weight.detach()  # the first layer _lookahead_once makes

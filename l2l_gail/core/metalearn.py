@@ -34,7 +34,8 @@ class MetaStepStats:
 
 @dataclasses.dataclass(frozen=True)
 class LookaheadStats:
-    """One online look-ahead step: train loss before, held-out loss after, step sizes."""
+    """One online look-ahead step: train loss before (NaN when the step was given gradients),
+    held-out loss after, step sizes."""
 
     train_loss: float
     meta_loss: float
@@ -205,7 +206,7 @@ def lookahead_step(
     rule: UpdateRule,
     module: nn.Module,
     state: Mapping[str, Memory] | None,
-    train_loss: Callable[[Params], Tensor],
+    train_loss: Callable[[Params], Tensor] | Mapping[str, Tensor],
     heldout_loss: Callable[[Params], Tensor],
     meta_opt: torch.optim.Optimizer,
     *,
@@ -231,7 +232,11 @@ def lookahead_step(
         rule: the update rule (``meta_opt`` holds its parameters).
         module: the optimizee, updated in place.
         state: the rule's memory for ``module``'s parameters; fresh when ``None``.
-        train_loss: ``params -> loss`` on the training batch (via ``functional_call``).
+        train_loss: ``params -> loss`` on the training batch (via ``functional_call``), or the
+            training gradients at the module's current parameters, by name, when the caller has
+            computed them already (L2L-GAIL also feeds them to its Adam reference); they are
+            constants to the meta-gradient, so not with ``second_order``, and the statistics'
+            ``train_loss`` is then NaN.
         heldout_loss: ``params -> loss`` on the held-out batch.
         meta_opt: the optimizer of ``phi`` (Adam in both papers).
         names: the parameters to update (default: every trainable parameter).
@@ -244,11 +249,17 @@ def lookahead_step(
     """
     params = trainable_params(module, names)
     memory = rule.init_state(params) if state is None else detach_state(state)
-    loss = train_loss(params)
     names_list = list(params)
-    grads = torch.autograd.grad(
-        loss, [params[n] for n in names_list], create_graph=second_order, allow_unused=True
-    )
+    grads: list[Tensor | None]
+    if isinstance(train_loss, Mapping):
+        if second_order:
+            raise ValueError("lookahead_step: second_order needs train_loss, not gradients")
+        loss, grads = torch.tensor(math.nan), [train_loss.get(n) for n in names_list]
+    else:
+        loss = train_loss(params)
+        grads = list(torch.autograd.grad(
+            loss, [params[n] for n in names_list], create_graph=second_order, allow_unused=True
+        ))
     new_params, memory, update = rule.update(
         params, dict(zip(names_list, grads, strict=True)), memory,
         create_graph=True, second_order=second_order, scale=scale,

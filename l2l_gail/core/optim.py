@@ -157,7 +157,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
     def lookahead_step(
         self,
         module: nn.Module,
-        train_loss: Callable[[Params], Tensor],
+        train_loss: Callable[[Params], Tensor] | Mapping[str, Tensor],
         heldout_loss: Callable[[Params], Tensor],
         meta_opt: torch.optim.Optimizer,
         *,

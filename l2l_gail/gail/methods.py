@@ -456,7 +456,7 @@ class L2LGAILTrainer(GAILTrainer):
                 shifts.extend([] if shift is None else [shift.detach()])
                 return loss
 
-            stats = self.learned_optimizer.lookahead_step(self.discriminator, _linear_loss(grads),
+            stats = self.learned_optimizer.lookahead_step(self.discriminator, grads,
                                                           heldout_loss, self.meta_opt)
             extra.update(lookahead_extra(stats))
             extra.update(self._dual_ascent(shifts))
@@ -581,11 +581,3 @@ class L2LGAILTrainer(GAILTrainer):
             self.multiplier = float(state["l2l"]["multiplier"])
             self.pending = [PendingStep.from_dict(p) for p in state["l2l"]["pending"]]
             self.scores = [dict(s) for s in state["l2l"]["scores"]]
-
-
-def _linear_loss(grads: Params) -> Callable[[Params], Tensor]:
-    """``params -> sum(params * grads)``: a loss whose gradient is exactly ``grads``, so the
-    core's look-ahead steps on gradients computed beforehand."""
-    def loss(params: Params) -> Tensor:
-        return sum(((params[n] * g).sum() for n, g in grads.items()), start=torch.zeros(()))
-    return loss
