@@ -34,9 +34,8 @@ from l2l_gail.meta.train import load_data
 from l2l_gail.robust.attacks import PGD, build_attack
 from l2l_gail.robust.data import ImageData, batches, check_dataset, resolve_eps
 from l2l_gail.robust.evaluate import evaluate
-from l2l_gail.robust.models import eval_mode
 from l2l_gail.robust.options import check_numbers
-from l2l_gail.robust.training import Method, train_epoch
+from l2l_gail.robust.training import AdversarialTraining, Method, train_epoch
 from l2l_gail.runs import RunDir, atomic_write
 
 
@@ -102,7 +101,7 @@ class ApplyConfig:
             raise L2LError(f"--autoattack-version must be standard or fast, got {self.autoattack_version!r}")
 
 
-class PGDTrainingWithWarmup(Method):
+class PGDTrainingWithWarmup(AdversarialTraining):
     """PGD adversarial training (Madry et al. 2018) whose eps grows linearly from 0 to ``eps`` over
     the first ``warmup_steps`` optimizer steps (Gowal et al. 2018's ramp, as ``l2l meta train``'s
     ``--eps-warmup``): adversarial training from full eps at the first step can collapse to a
@@ -111,11 +110,10 @@ class PGDTrainingWithWarmup(Method):
     The step count advances in ``after_step``, i.e. once per optimizer step of :func:`fit`.
     """
 
-    name = "pgd-warmup"
-
     def __init__(self, eps: float, warmup_steps: int, pgd_steps: int = 10) -> None:
         if warmup_steps < 0:
             raise L2LError(f"the eps warm-up must be >= 0 steps, got {warmup_steps}")
+        super().__init__("pgd-warmup", PGD(eps, pgd_steps))
         self.eps, self.warmup_steps, self.pgd_steps, self.steps_done = eps, warmup_steps, pgd_steps, 0
 
     def current_eps(self) -> float:
@@ -128,8 +126,9 @@ class PGDTrainingWithWarmup(Method):
         eps = self.current_eps()
         if eps == 0:
             return x
-        with eval_mode(model):
-            return PGD(eps, self.pgd_steps)(model, x, y)
+        if eps != self.attack.eps:
+            self.attack = PGD(eps, self.pgd_steps)
+        return super().adversarial(model, x, y)
 
     def after_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         self.steps_done += 1

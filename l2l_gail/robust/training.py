@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from l2l_gail.errors import L2LError
+from l2l_gail.robust.attacks import Attack
+from l2l_gail.robust.models import eval_mode
 
 
 class Method:
@@ -54,6 +56,18 @@ class Method:
     def lr_modules(self) -> dict[str, torch.optim.Optimizer]:
         """Optimizers besides the classifier's, for learning-rate logging."""
         return {}
+
+
+class AdversarialTraining(Method):
+    """Train on ``attack(model, x, y)`` only (Madry et al. 2018; Wong et al. 2020 with FGSM-RS);
+    the attack runs with the model in eval mode."""
+
+    def __init__(self, name: str, attack: Attack):
+        self.name, self.attack = name, attack
+
+    def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with eval_mode(model):
+            return self.attack(model, x, y)
 
 
 BatchHook = Callable[[int, Mapping[str, float], Mapping[str, float]], None]

@@ -23,23 +23,12 @@ from torch import nn
 
 from l2l_gail.core.attacker import LearnedAttacker, WideAttacker
 from l2l_gail.errors import L2LError
-from l2l_gail.robust.attacks import PGD, Attack, LearnedAttack
+from l2l_gail.robust.attacks import PGD, LearnedAttack
 from l2l_gail.robust.models import eval_mode
-from l2l_gail.robust.training import Method
+from l2l_gail.robust.training import AdversarialTraining, Method
 
 METHODS = ("standard", "fgsm-rs", "pgd", "trades", "l2l-naive", "l2l-grad", "l2l-2step", "l2l-kstep")
 ATTACKER_INITS = ("ours", "official")
-
-
-class AdversarialTraining(Method):
-    """Train on ``attack(model, x, y)`` only (Madry et al. 2018; Wong et al. 2020 with FGSM-RS)."""
-
-    def __init__(self, name: str, attack: Attack):
-        self.name, self.attack = name, attack
-
-    def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with eval_mode(model):
-            return self.attack(model, x, y)
 
 
 class TRADES(Method):
