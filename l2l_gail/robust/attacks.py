@@ -9,6 +9,7 @@ statistics are not polluted by adversarial batches).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -91,13 +92,23 @@ class PGD(Attack):
         else:
             self.loss_fn, self.name = loss, "pgd-custom"
 
-    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """One run from ``start``; returns the last iterate. ``observe(iterate, logits)`` sees
+        every iterate, the start and the last included (for ``worst_iterate``)."""
         x_adv = self._start(x)
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.loss_fn(model(x_adv), y), x_adv)
+            logits = model(x_adv)
+            if observe is not None:
+                observe(x_adv.detach(), logits.detach())
+            (grad,) = torch.autograd.grad(self.loss_fn(logits, y), x_adv)
             x_adv = self.project(x_adv.detach() + self.step_size * grad.sign(), x)
-        return x_adv.detach()
+        x_adv = x_adv.detach()
+        if observe is not None:
+            with torch.no_grad():
+                observe(x_adv, model(x_adv))
+        return x_adv
 
     def _score(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-example badness of an iterate: +inf once misclassified, else its loss."""
@@ -107,18 +118,13 @@ class PGD(Attack):
 
     def _run_worst(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    best: torch.Tensor, best_score: torch.Tensor) -> None:
-        """One run from a random start, folding every iterate into ``best`` / ``best_score`` in place."""
-        x_adv = self._start(x)
-        for step in range(self.steps + 1):
-            x_adv.requires_grad_(True)
-            logits = model(x_adv)
-            score = self._score(logits.detach(), y)
+        """One run, folding every iterate into ``best`` / ``best_score`` in place."""
+        def keep_worse(x_adv: torch.Tensor, logits: torch.Tensor) -> None:
+            score = self._score(logits, y)
             better = score > best_score
-            best[better], best_score[better] = x_adv.detach()[better], score[better]
-            if step == self.steps:
-                break
-            (grad,) = torch.autograd.grad(self.loss_fn(logits, y), x_adv)
-            x_adv = self.project(x_adv.detach() + self.step_size * grad.sign(), x)
+            best[better], best_score[better] = x_adv[better], score[better]
+
+        self._run(model, x, y, keep_worse)
 
     def _start(self, x: torch.Tensor) -> torch.Tensor:
         if self.start == "uniform":
