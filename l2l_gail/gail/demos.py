@@ -164,9 +164,15 @@ def library_versions() -> dict[str, str]:
     return {name: metadata.version(name.replace("_", "-")) for name in VERSIONED}
 
 
+def collect_command(task: str, kind: DemoKind = "deterministic", *options: str) -> str:
+    """The ``l2l expert collect`` command that writes ``task``'s demonstrations of ``kind``,
+    with ``options`` appended, quoted for an error message."""
+    flags = "".join(f" {o}" for o in (("--stochastic",) if kind == "stochastic" else ()) + options)
+    return f"`l2l expert collect --task {task}{flags}`"
+
+
 def _fix(task: str, path: Path, kind: DemoKind = "deterministic") -> str:
-    flags = (" --stochastic" if kind == "stochastic" else "") + (" --force" if path.exists() else "")
-    return f"regenerate it with `l2l expert collect --task {task}{flags}`"
+    return f"regenerate it with {collect_command(task, kind, *(['--force'] if path.exists() else []))}"
 
 
 # ----------------------------------------------------------------------------- checks
@@ -259,14 +265,13 @@ def _check_entry(demos: Demos, entry: dict[str, Any], bad: Any) -> None:
 def _entry(task: str, data_dir: Path, kind: DemoKind) -> tuple[Path, dict[str, Any]]:
     path = demo_path(task, data_dir, kind)
     entry = manifest_entry(read_manifest(data_dir), task, kind)
-    flag = " --stochastic" if kind == "stochastic" else ""
     if entry is None:
         if path.exists():
             raise L2LError(f"{path} has no entry in {Path(data_dir) / MANIFEST}; "
                            f"{_fix(task, path, kind)}")
         what = "demonstrations" if kind == "deterministic" else f"{kind} demonstrations"
         raise L2LError(f"no {what} for task {task!r} in {data_dir}; "
-                       f"create them with `l2l expert collect --task {task}{flag}`")
+                       f"create them with {collect_command(task, kind)}")
     if not isinstance(entry, dict) or entry.get("file") != path.name:
         raise L2LError(f"{Path(data_dir) / MANIFEST}: the {kind} entry of {task!r} must name file "
                        f"{path.name!r}; {_fix(task, path, kind)}")
@@ -338,11 +343,10 @@ def load_demos(task: str | TaskSpec, data_dir: Path = EXPERT_DATA_DIR,
     if n_episodes is not None:
         if not 0 < n_episodes <= len(trajectories):
             name = task if isinstance(task, str) else task.name
-            flag = " --stochastic" if kind == "stochastic" else ""
             raise L2LError(f"asked for {n_episodes} demonstration episodes of {name!r} but "
                            f"{demo_path(name, data_dir, kind)} holds {len(trajectories)}; ask for "
                            f"between 1 and {len(trajectories)}, or collect more with "
-                           f"`l2l expert collect --task {name}{flag} --episodes N --force`")
+                           f"{collect_command(name, kind, '--episodes N', '--force')}")
         trajectories = trajectories[:n_episodes]
     return trajectories
 
@@ -382,7 +386,7 @@ def write_demos(task: TaskSpec, demos: Demos, data_dir: Path = EXPERT_DATA_DIR, 
     if kind != "deterministic":
         if not isinstance(base, dict):
             raise L2LError(f"no deterministic demonstrations of {task.name!r} in {data_dir}: collect "
-                           f"them first with `l2l expert collect --task {task.name}` (both kinds "
+                           f"them first with {collect_command(task.name)} (both kinds "
                            "share its policy)")
         if policy is None or sha256_file(policy) != base.get("policy_sha256"):
             raise L2LError(f"{policy} is not the expert of the deterministic demonstrations "

@@ -21,6 +21,7 @@ from l2l_gail.gail.demos import (
     FLOAT_KEYS,
     MANIFEST,
     Demos,
+    collect_command,
     manifest_entry,
     policy_path,
     read_demos,
@@ -169,10 +170,9 @@ def verify(task: str, data_dir: Path = EXPERT_DATA_DIR, kind: DemoKind = "determ
     if "policy" in entry:
         policy = Path(data_dir) / entry["policy"]
         if not policy.is_file() or sha256_file(policy) != entry.get("policy_sha256"):
-            flag = " --stochastic" if kind == "stochastic" else ""
             raise L2LError(f"{policy}: missing, or its sha256 does not match the {kind} entry of "
                            f"{MANIFEST}; restore it with `git checkout -- {policy}` or re-collect with "
-                           f"`l2l expert collect --task {task}{flag} --policy <expert zip> --force`")
+                           f"{collect_command(task, kind, '--policy <expert zip>', '--force')}")
     return entry
 
 
