@@ -119,3 +119,21 @@ def test_sb3_validation_failure_is_one_line(tmp_path: Path, capsys: pytest.Captu
     """SB3 checks some values with `assert` (here: a minibatch of one cannot be normalised)."""
     assert gail_train(tmp_path, "--task", TASK, "--method", "gail", *TINY, "--ppo", "batch_size=1") == 2
     one_line_error(capsys, "bad PPO hyper-parameter", "batch_size", "--ppo")
+
+
+def test_help_lists_every_choice(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every ``Literal`` choice of the resolved configuration is in ``CHOICES``, and
+    ``l2l gail train --help`` shows each option's names."""
+    import typing
+
+    from l2l_gail.gail.config import CHOICES, ResolvedGAILConfig
+
+    literals = {name: typing.get_args(hint) for name, hint in
+                typing.get_type_hints(ResolvedGAILConfig).items()
+                if typing.get_origin(hint) is typing.Literal}
+    assert literals == CHOICES
+    with pytest.raises(SystemExit):
+        main(["gail", "train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for names in CHOICES.values():
+        assert "{" + ",".join(names) + "}" in text

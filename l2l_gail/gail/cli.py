@@ -85,18 +85,8 @@ def _compare(args: argparse.Namespace) -> None:
 def add(mode: argparse.ArgumentParser) -> None:
     """Add ``train`` and ``compare`` to the ``l2l gail`` parser ``mode``."""
     from l2l_gail.gail.compare import BASELINE
-    from l2l_gail.gail.config import (
-        CONSTRAINTS,
-        HELDOUTS,
-        L2L_TARGETS,
-        META_OBJECTIVES,
-        METHODS,
-        STEP_DIRECTIONS,
-        STEP_NORMS,
-        GAILConfig,
-    )
+    from l2l_gail.gail.config import CHOICES, GAILConfig
     from l2l_gail.gail.stats import BOOTSTRAP_REPS
-    from l2l_gail.gail.tasks import DEMO_KINDS
 
     sub = add_commands(mode)
     train = add_command(sub, "train", "train one method on one task for several seeds", _train,
@@ -109,17 +99,15 @@ def add(mode: argparse.ArgumentParser) -> None:
                         "in its standard environment, whatever --fixed-horizon. Runs go to "
                         "RUNS_DIR/gail/<experiment>/<method>/seed<k>/.")
     train.add_argument("--task", required=True, help=TASK_HELP)
-    train.add_argument("--method", required=True, metavar="{" + ",".join(METHODS) + "}",
+    train.add_argument("--method", required=True, metavar="{" + ",".join(CHOICES["method"]) + "}",
                        help="the discriminator update: Adam (gail), Adam with a gradient penalty "
                        "(gail-gp), a learned optimizer (l2l-gail) or lr x sign(grad) (sign-sgd)")
     train.add_argument("--seeds", default="0", help="comma-separated seeds, one run each")
     train.add_argument("--experiment", default=None,
                        help="experiment name: runs go to RUNS_DIR/gail/<experiment>/ (default: the task)")
     add_dataclass_options(train, GAILConfig, skip=("task", "method", "seed", "l2l_target"),
-                          choices={"l2l_objective": META_OBJECTIVES, "l2l_step_norm": STEP_NORMS,
-                                   "l2l_step_direction": STEP_DIRECTIONS, "l2l_constraint": CONSTRAINTS,
-                                   "l2l_heldout": HELDOUTS, "demos": DEMO_KINDS})
-    train.add_argument("--l2l-target", default="discriminator", choices=L2L_TARGETS,
+                          choices=CHOICES)
+    train.add_argument("--l2l-target", default="discriminator", choices=CHOICES["l2l_target"],
                        help="l2l-gail: what the learned optimizer steps")
     train.add_argument("--ppo", action="append", default=[], metavar="KEY=VALUE",
                        help="override one PPO hyper-parameter of the task file's gail.ppo, e.g. "

@@ -41,6 +41,12 @@ STEP_NORMS: tuple[StepNorm, ...] = typing.get_args(StepNorm)
 STEP_DIRECTIONS: tuple[StepDirection, ...] = typing.get_args(StepDirection)
 CONSTRAINTS: tuple[Constraint, ...] = typing.get_args(Constraint)
 HELDOUTS: tuple[Heldout, ...] = typing.get_args(Heldout)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "method": METHODS, "l2l_target": L2L_TARGETS, "l2l_objective": META_OBJECTIVES,
+    "l2l_rule": L2L_RULES, "l2l_step_norm": STEP_NORMS, "l2l_step_direction": STEP_DIRECTIONS,
+    "l2l_constraint": CONSTRAINTS, "l2l_heldout": HELDOUTS, "demos": DEMO_KINDS}
+"""The names each choice of :class:`GAILConfig` accepts (the ``Literal`` types above), for the
+command line's ``--help``."""
 OMITTED_AT: dict[str, Any] = {"l2l_rule": "lstm", "l2l_step_norm": "learned", "l2l_step_direction": "learned",
                               "l2l_constraint": "none", "l2l_budget": None, "l2l_dual_lr": 1.0,
                               "l2l_heldout": "fresh", "obs_norm": False, "fixed_horizon": False,
