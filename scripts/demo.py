@@ -63,9 +63,9 @@ SETTINGS: dict[str, Any] = {
 }
 """The GAIL settings the demo trains with, on every task: those of the earlier benchmark
 (results/gail/halfcheetah.md), which the demo's measured time and numbers come from. The task files
-now carry imitation's tuned settings and the new harness options, whose defaults are being chosen
-on hopper (scripts/grids/gail-harness-hopper.yaml); until that is settled, the demo keeps the
-configuration it was measured with, and an earlier demo's runs still resume."""
+now add observation normalisation, stochastic demonstrations and a one-rollout replay buffer
+(chosen on hopper, scripts/grids/gail-harness-hopper.yaml); the demo keeps the configuration it
+was measured with, so its numbers stay comparable and an earlier demo's runs still resume."""
 
 
 def train_one(task: str, method: str, seed: int, timesteps: int, experiment: str,

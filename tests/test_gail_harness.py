@@ -58,9 +58,9 @@ def test_fixed_horizon_never_terminates_before_the_time_limit(task: str) -> None
 @pytest.mark.parametrize("task", MUJOCO)
 def test_task_defaults_are_the_harness(task: str) -> None:
     resolved = GAILConfig(task=task).resolved(load_task(task))
-    assert resolved.obs_norm and resolved.fixed_horizon and resolved.demos == "stochastic"
-    # at most one rollout in the replay buffer (halfcheetah's tuned config keeps 512)
-    assert resolved.gen_replay_buffer_capacity == (512 if task == "halfcheetah" else resolved.round_steps)
+    # chosen on hopper by scripts/grids/gail-harness-hopper.yaml
+    assert resolved.obs_norm and not resolved.fixed_horizon and resolved.demos == "stochastic"
+    assert resolved.gen_replay_buffer_capacity == resolved.round_steps  # one rollout
     assert resolved.n_envs == 8 and resolved.timesteps == 1_000_000
 
 
@@ -68,7 +68,7 @@ def test_replay_buffer_default_is_one_rollout() -> None:
     spec = load_task("hopper")
     gail = {k: v for k, v in spec.gail.items() if k != "gen_replay_buffer_capacity"}
     resolved = GAILConfig(task="hopper", n_envs=3).resolved(dataclasses.replace(spec, gail=gail))
-    assert resolved.gen_replay_buffer_capacity == round_steps(3, spec.gail["ppo"]) == 3 * 512
+    assert resolved.gen_replay_buffer_capacity == round_steps(3, spec.gail["ppo"]) == 3 * 256
 
 
 def test_options_override_the_task_file() -> None:
@@ -127,10 +127,13 @@ def test_policy_kwargs() -> None:
 
     hopper = policy_kwargs(GAILConfig(task="hopper").resolved(load_task("hopper")))
     assert hopper["features_extractor_class"] is NormalizeFeaturesExtractor
-    assert hopper["activation_fn"] is nn.ReLU and hopper["net_arch"] == [64, 64]
+    assert hopper["activation_fn"] is nn.Tanh and hopper["net_arch"] == [64, 64]
+    relu = GAILConfig(task="hopper", ppo={"activation_fn": "relu"}).resolved(load_task("hopper"))
+    assert policy_kwargs(relu)["activation_fn"] is nn.ReLU
     plain = policy_kwargs(GAILConfig(task="hopper", obs_norm=False).resolved(load_task("hopper")))
     assert "features_extractor_class" not in plain
-    assert "activation_fn" not in policy_kwargs(GAILConfig(task="ant").resolved(load_task("ant")))
+    pendulum = GAILConfig(task="inverted-pendulum").resolved(load_task("inverted-pendulum"))
+    assert "activation_fn" not in policy_kwargs(pendulum)  # not in its task file: SB3's default
 
 
 # ----------------------------------------------------------------------------- demonstrations
