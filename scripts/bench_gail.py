@@ -33,6 +33,15 @@ The choice is then written into the task files by hand, with the tuning file as 
 
     nohup .venv/bin/python scripts/bench_gail.py --tune > tune.log 2>&1 &
 
+``--v2 STAGE`` runs issue 13's L2L-GAIL v2 study in the order ``results/gail/v2-plan.md`` fixed
+before any v2 number was seen, each stage in the benchmark's experiments (``bench-<task>``), so
+the reference arms' runs are the benchmark's own:
+
+    .venv/bin/python scripts/bench_gail.py --v2 budget   # B from the tuned gail runs on hopper, halfcheetah
+    .venv/bin/python scripts/bench_gail.py --v2 dev      # the 6 candidates + gail, gail-gp, l2l-gail there
+    .venv/bin/python scripts/bench_gail.py --v2 select   # the plan's rule -> selected.json: commit it, then
+    .venv/bin/python scripts/bench_gail.py --v2 heldout --seeds 0,1,2,3,4,5,6,7,8,9   # walker2d, ant
+
 ``--benchmark-output PATH.json`` additionally compares all tasks together (the aggregate over
 tasks and P(X > Y) against ``gail``) and adds the ``tuning`` record of ``--tuning-file``.
 """
@@ -55,13 +64,13 @@ from l2l_gail.errors import L2LError, exit_status
 from l2l_gail.gail import demos, stats
 from l2l_gail.gail.compare import RESULTS_DIR, CompareOutputs, compare, output_paths
 from l2l_gail.gail.config import GAILConfig
-from l2l_gail.gail.experiment import load_experiment
+from l2l_gail.gail.experiment import discriminator_diagnostics, load_experiment
 from l2l_gail.gail.expert import set_threads
 from l2l_gail.gail.factory import Prepared, build, prepare
 from l2l_gail.gail.loop import start_segment, train_round
 from l2l_gail.gail.tasks import load_task
 from l2l_gail.runs import DEFAULT_ROOT, atomic_write_text, write_json
-from l2l_gail.sweep import Grid, Variant, run_jobs
+from l2l_gail.sweep import Grid, SweepResult, Variant, run_jobs
 from l2l_gail.sweep.cli import report
 
 TASKS = ("hopper", "halfcheetah", "walker2d", "ant")
@@ -70,6 +79,23 @@ CONTROLS = ("l2l-frozen:method=l2l-gail,l2l_meta_lr=0",
             "adam-matched:method=l2l-gail,l2l_step_direction=adam")
 """The controls that are configurations of l2l-gail rather than methods, as ``--variant`` specs."""
 TUNE_TASKS = ("hopper", "halfcheetah")
+V2_STAGES = ("budget", "dev", "select", "heldout")
+V2_DEV_TASKS = ("hopper", "halfcheetah")
+V2_HELDOUT_TASKS = ("walker2d", "ant")
+V2_REFERENCES = ("gail", "gail-gp", "l2l-gail")
+"""The arms the development runs stand beside (the held-out stage keeps gail and gail-gp)."""
+V2_CANDIDATES: dict[str, dict[str, str]] = {
+    "l2l-dir-adam": {"l2l_step_norm": "adam"},
+    "l2l-dir-ttur": {"l2l_step_norm": "ttur"},
+    "l2l-kl": {"l2l_constraint": "kl"},
+    "l2l-logit": {"l2l_constraint": "logit"},
+    "l2l-next-round": {"l2l_heldout": "next-round"},
+    "l2l-v2": {"l2l_step_norm": "adam", "l2l_heldout": "next-round"},
+}
+"""results/gail/v2-plan.md's candidates, configurations of ``l2l-gail``; a constrained one takes
+``l2l_budget`` from the budget stage (the median output shift of the tuned gail runs)."""
+V2_TIE = 0.02
+"""Candidates whose aggregate IQMs are within this of the best are told apart by their spread."""
 TUNE_LR_MULTS = (1 / 3, 1.0, 3.0)
 TUNE_UPDATE_MULTS = (0.5, 1.0, 2.0)
 
@@ -119,10 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmark-output", type=Path, default=None,
                         help="also compare all --tasks together into this JSON (e.g. "
                              "results/gail/benchmark.json), with the tuning record of --tuning-file")
+    parser.add_argument("--v2", choices=V2_STAGES, default=None,
+                        help="a stage of the L2L-GAIL v2 study (results/gail/v2-plan.md): budget (B from "
+                             "the benchmark's gail runs on --tasks, default "
+                             f"{','.join(V2_DEV_TASKS)}), dev (its candidates beside "
+                             f"{', '.join(V2_REFERENCES)} there), select (the plan's rule on the dev "
+                             "results: selected.json), heldout (the selection, gail and gail-gp on --tasks, "
+                             f"default {','.join(V2_HELDOUT_TASKS)}); files in --output-dir")
     parser.add_argument("--repeats", type=int, default=5, help="--throughput: round-robin repeats (median)")
     parser.add_argument("--rounds", type=int, default=8, help="--throughput: GAIL rounds per measurement")
     args = parser.parse_args(argv)
-    if args.controls and not args.tune:
+    if args.controls and not (args.tune or args.v2):
         args.variant = [*CONTROLS, *args.variant]
     return exit_status(lambda: run(args))
 
@@ -152,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.tune:
         return tune(args, seeds)
+    if args.v2:
+        return v2(args, seeds)
     methods = [m for m in args.methods.split(",") if m]
     if not methods and not args.variant:
         raise L2LError("nothing to run: give --methods or at least one --variant")
@@ -181,12 +216,8 @@ def run(args: argparse.Namespace) -> int:
         for task, output, prepared in plans:
             write_throughput(output, task, throughput(prepared, args.repeats, args.rounds))
         return 0
-    grid = Grid("gail", tasks, variants, seeds, {"timesteps": args.timesteps, "eval-every": args.eval_every,
-                                                 "threads": args.threads}, experiment="bench-{task}")
     runs_dir = Path(args.runs_dir or DEFAULT_ROOT)
-    result = run_jobs(grid.jobs(runs_dir), workers=args.jobs, address=args.address,
-                      max_retries=args.max_retries, progress=not args.no_progress)
-    report(result)
+    result = run_bench(args, tasks, variants, seeds)
     unfinished = {job.run_dir.parents[1].name for job, o in result.outcomes.items()
                   if o.status not in ("done", "skipped")}
     for task, output, _ in plans:
@@ -199,6 +230,18 @@ def run(args: argparse.Namespace) -> int:
         write_benchmark(args.benchmark_output, [runs_dir / "gail" / f"bench-{t}" for t in tasks],
                         args.tuning_file, force=args.force)
     return 130 if result.interrupted else 0 if result.ok else 1
+
+
+def run_bench(args: argparse.Namespace, tasks: list[str], variants: list[Variant],
+              seeds: list[int]) -> SweepResult:
+    """Train ``variants`` x ``seeds`` on ``tasks`` in the benchmark's experiments (``bench-<task>``),
+    one command for every stage that shares them, and report the sweep."""
+    grid = Grid("gail", tasks, variants, seeds, {"timesteps": args.timesteps, "eval-every": args.eval_every,
+                                                 "threads": args.threads}, experiment="bench-{task}")
+    result = run_jobs(grid.jobs(Path(args.runs_dir or DEFAULT_ROOT)), workers=args.jobs,
+                      address=args.address, max_retries=args.max_retries, progress=not args.no_progress)
+    report(result)
+    return result
 
 
 def print_outputs(out: CompareOutputs) -> None:
@@ -353,6 +396,114 @@ def write_throughput(output: Path, task: str, rates: dict[str, list[float]]) -> 
     atomic_write_text(output.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"results: {output}\ntable:   {output.with_suffix('.md')}")
+
+
+# ----------------------------------------------------------------------------- L2L-GAIL v2 (issue 13)
+def v2(args: argparse.Namespace, seeds: list[int]) -> int:
+    """One stage of the v2 study (module docstring); every output is refused if it exists."""
+    out, runs_dir = Path(args.output_dir), Path(args.runs_dir or DEFAULT_ROOT)
+    files = {"budget": out / "v2-budget.json", "dev": out / "v2-dev.json",
+             "select": out / "selected.json", "heldout": out / "v2-heldout.json"}
+    target = files[args.v2]
+    for path in (target, *output_paths(target)[1:]) if args.v2 in ("dev", "heldout") else (target,):
+        if path.exists() and not args.force:
+            raise L2LError(f"{path} exists: pass --force to overwrite it")
+    if args.v2 == "select":
+        record = select_v2(_read(files["dev"], "--v2 dev"), list(V2_CANDIDATES),
+                           _read(files["budget"], "--v2 budget"))
+        write_json(target, record)
+        print(f"selected {record['label']}: {record['reason']}\n{target}: commit it before the held-out runs")
+        return 0
+    if args.v2 == "budget":
+        record = v2_budget(runs_dir, (args.tasks or ",".join(V2_DEV_TASKS)).split(","), seeds)
+        write_json(target, record)
+        print(f"B: KL {record['budget']['kl']:.4g}, logit {record['budget']['logit']:.4g} "
+              f"(median of {len(record['runs'])} runs)\n{target}")
+        return 0
+    budget = _read(files["budget"], "--v2 budget")
+    if args.v2 == "dev":
+        tasks = (args.tasks or ",".join(V2_DEV_TASKS)).split(",")
+        variants = [Variant(m, {"method": m}) for m in V2_REFERENCES] + [
+            Variant(label, candidate_options(label, budget)) for label in V2_CANDIDATES]
+    else:
+        selected = _read(files["select"], "--v2 select")
+        tasks = (args.tasks or ",".join(V2_HELDOUT_TASKS)).split(",")
+        variants = [Variant("gail", {"method": "gail"}), Variant("gail-gp", {"method": "gail-gp"}),
+                    Variant(selected["label"], selected["options"])]
+    set_threads(args.threads)
+    result = run_bench(args, tasks, variants, seeds)
+    if not result.ok:
+        print("not compared: some runs did not finish (the same command continues them)")
+        return 130 if result.interrupted else 1
+    print_outputs(compare([runs_dir / "gail" / f"bench-{t}" for t in tasks], target, force=args.force,
+                          methods=[v.label for v in variants]))
+    return 0
+
+
+def _read(path: Path, stage: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise L2LError(f"{path} is missing: run `scripts/bench_gail.py {stage}` first")
+    return dict(json.loads(path.read_text()))
+
+
+def candidate_options(label: str, budget: dict[str, Any]) -> dict[str, Any]:
+    """The ``l2l gail train`` options of a v2 candidate, its constraint's budget filled in."""
+    options: dict[str, Any] = {"method": "l2l-gail", **V2_CANDIDATES[label]}
+    if "l2l_constraint" in options:
+        options["l2l_budget"] = budget["budget"][options["l2l_constraint"]]
+    return options
+
+
+def v2_budget(runs_dir: Path, tasks: list[str], seeds: list[int]) -> dict[str, Any]:
+    """The constraint budgets ``B``: the median over the benchmark's ``gail`` runs on ``tasks``
+    of how far one Adam update moves the discriminator's outputs on generator samples over the
+    last 20% of rounds (``disc/gen_kl_shift`` and ``disc/gen_logit_shift``). No L2L run enters."""
+    shifts: dict[str, dict[str, float]] = {}
+    for task in tasks:
+        runs, _ = load_experiment(runs_dir / "gail" / f"bench-{task}", ["gail"])
+        found = {r.seed: r for r in runs["gail"]}
+        missing = sorted(set(seeds) - set(found))
+        if missing:
+            raise L2LError(f"B needs the tuned gail runs of {task}; seeds {', '.join(map(str, missing))} "
+                           f"are not finished: run `scripts/bench_gail.py --tasks {task} --methods gail` "
+                           "first")
+        for seed in seeds:
+            diagnostics = discriminator_diagnostics(found[seed].path)
+            if not {"gen_kl_shift", "gen_logit_shift"} <= set(diagnostics):
+                raise L2LError(f"{found[seed].path} logged no disc/gen_kl_shift: it predates the "
+                               "diagnostic; re-run it in a new experiment")
+            shifts[f"{task}/seed{seed}"] = {"kl": diagnostics["gen_kl_shift"],
+                                            "logit": diagnostics["gen_logit_shift"]}
+    return {"budget": {k: statistics.median(s[k] for s in shifts.values()) for k in ("kl", "logit")},
+            "runs": shifts, "tasks": tasks, "seeds": seeds,
+            "source": "median over the gail runs of the per-run mean over the last 20% of rounds"}
+
+
+def select_v2(dev: dict[str, Any], candidates: list[str], budget: dict[str, Any]) -> dict[str, Any]:
+    """results/gail/v2-plan.md's rule on the development comparison: of the candidates with no
+    failed and no collapsed run on any task, the highest aggregate IQM; within ``V2_TIE`` of it,
+    the smallest mean across-seed std of the final return; if none is stable, the highest IQM of
+    all, and ``stability_met`` is false."""
+    rows = {}
+    for label in candidates:
+        per_task = [dev["tasks"][task][label] for task in dev["tasks"]]
+        rows[label] = {"iqm": dev["aggregate"][label]["iqm"],
+                       "failed": sum(t["failed"] for t in per_task),
+                       "collapsed": sum(t["collapsed"] for t in per_task),
+                       "mean_final_std": float(np.mean([t["final_std"] for t in per_task]))}
+    stable = [c for c in candidates if rows[c]["failed"] == rows[c]["collapsed"] == 0]
+    pool = stable or candidates
+    best = max(rows[c]["iqm"] for c in pool)
+    near = [c for c in pool if best - rows[c]["iqm"] <= V2_TIE]
+    label = min(near, key=lambda c: rows[c]["mean_final_std"])
+    tie = f", the smallest spread of the {len(near)} within {V2_TIE} of the best" if len(near) > 1 else ""
+    reason = (f"aggregate IQM {rows[label]['iqm']:.3f}{tie}"
+              + (f"; {len(stable)} of {len(candidates)} candidates had no failed or collapsed run"
+                 if stable else "; no candidate was free of failed and collapsed runs: the stability "
+                 "condition is not met"))
+    return {"label": label, "options": candidate_options(label, budget), "stability_met": bool(stable),
+            "reason": reason, "candidates": rows, "tasks": list(dev["tasks"]),
+            "rule": "results/gail/v2-plan.md, selection rule"}
 
 
 if __name__ == "__main__":

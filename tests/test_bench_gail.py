@@ -97,4 +97,45 @@ def test_tune_then_benchmark_output_carries_the_tuning_record(tmp_path, capsys):
     assert summary["tuning"]["gail"]["chosen"]["label"] in record["configurations"]
     assert set(summary["aggregate"]) == {"gail"}
     assert "Tuning of the `gail` arm" in (tmp_path / "benchmark.md").read_text()
+    # the v2 study's budget comes from these gail runs; its later stages need the earlier files
+    v2 = [*common, "--output-dir", str(tmp_path / "out"), "--v2"]
+    assert bench.main([*v2, "budget"]) == 0
+    budget = json.loads((tmp_path / "out" / "v2-budget.json").read_text())
+    assert set(budget["runs"]) == {"inverted-pendulum/seed0"}
+    assert budget["budget"] == budget["runs"]["inverted-pendulum/seed0"]  # the median of one run
+    assert budget["budget"]["kl"] > 0 and budget["budget"]["logit"] > 0
+    assert bench.main([*v2, "budget"]) == 2  # refused without --force
+    assert bench.main([*v2, "select"]) == 2
+    assert "v2-dev.json is missing: run `scripts/bench_gail.py --v2 dev` first" in capsys.readouterr().err
     capsys.readouterr()
+
+
+def _dev_entry(iqm: float, failed: int = 0, collapsed: int = 0, std: float = 0.1) -> dict[str, float]:
+    return {"iqm": iqm, "failed": failed, "collapsed": collapsed, "final_std": std}
+
+
+def test_v2_selection_rule():
+    """results/gail/v2-plan.md: stable candidates first, then the highest aggregate IQM, then
+    within 0.02 the smaller spread; with none stable, the highest IQM and a flag."""
+    budget = {"budget": {"kl": 0.01, "logit": 0.05}}
+
+    def dev(entries: dict[str, tuple[dict[str, float], dict[str, float]]]) -> dict:
+        tasks = {t: {c: e[i] for c, e in entries.items()} for i, t in enumerate(("hopper", "halfcheetah"))}
+        return {"tasks": tasks, "aggregate": {c: {"iqm": (a["iqm"] + b["iqm"]) / 2}
+                                              for c, (a, b) in entries.items()}}
+
+    unstable_best = dev({"l2l-kl": (_dev_entry(0.9, failed=1), _dev_entry(0.9)),
+                         "l2l-v2": (_dev_entry(0.7), _dev_entry(0.7))})
+    chosen = bench.select_v2(unstable_best, ["l2l-kl", "l2l-v2"], budget)
+    assert chosen["label"] == "l2l-v2" and chosen["stability_met"]
+    assert chosen["options"] == {"method": "l2l-gail", "l2l_step_norm": "adam", "l2l_heldout": "next-round"}
+    tie = dev({"l2l-kl": (_dev_entry(0.80, std=0.2), _dev_entry(0.80, std=0.2)),
+               "l2l-logit": (_dev_entry(0.79, std=0.05), _dev_entry(0.79, std=0.05))})
+    chosen = bench.select_v2(tie, ["l2l-kl", "l2l-logit"], budget)
+    assert chosen["label"] == "l2l-logit" and "smallest spread" in chosen["reason"]
+    assert chosen["options"]["l2l_budget"] == 0.05
+    none_stable = dev({"l2l-kl": (_dev_entry(0.5, collapsed=1), _dev_entry(0.5)),
+                       "l2l-logit": (_dev_entry(0.6, failed=2), _dev_entry(0.6))})
+    chosen = bench.select_v2(none_stable, ["l2l-kl", "l2l-logit"], budget)
+    assert chosen["label"] == "l2l-logit" and not chosen["stability_met"]
+    assert chosen["options"]["l2l_budget"] == 0.05 and "not met" in chosen["reason"]

@@ -191,7 +191,7 @@ def test_discriminator_diagnostics_average_the_last_fifth_of_rounds(tmp_path: Pa
     assert l2l["discriminator_median"] == pytest.approx(expected)
     assert summary["tasks"]["hopper"]["gail"]["discriminator_median"] == {}
     table = output.with_suffix(".md").read_text()
-    assert "| l2l-gail | - | 1.000 | - | -9.500 | - | - | - | 3.000 | - |" in table
+    assert "| l2l-gail | - | 1.000 | - | -9.500 | - | - | - | - | 3.000 | - |" in table
     assert "| gail | - | - | - | - | - | - | - | - | - |" in table
 
 

@@ -30,7 +30,8 @@ DISCRIMINATOR_TAGS = {  # diagnostic name -> TensorBoard tag written by `l2l gai
     "acc_expert": "disc/disc_acc_expert", "acc_gen": "disc/disc_acc_gen",
     "logit_expert": "disc/logit_expert", "logit_gen": "disc/logit_gen",
     "update_norm": "disc/update_norm", "reward_mean": "reward/mean",
-    "gen_logit_shift": "disc/gen_logit_shift", "norm_ratio": "l2l/norm_ratio",
+    "gen_logit_shift": "disc/gen_logit_shift", "gen_kl_shift": "disc/gen_kl_shift",
+    "norm_ratio": "l2l/norm_ratio",
     "multiplier": "l2l/multiplier",
 }
 

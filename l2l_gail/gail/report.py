@@ -16,6 +16,11 @@ from l2l_gail.runs import atomic_write
 PROFILE_POINTS = 201  # thresholds tau on a performance profile's x axis
 
 
+def _number(value: float) -> str:
+    """Three decimals, or three significant digits where those would show a small value as 0."""
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.2e}"
+
+
 def _ci(point: float, interval: Sequence[float], digits: int = 3) -> str:
     low, high = interval
     return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
@@ -52,14 +57,15 @@ def markdown_table(summary: dict[str, Any]) -> str:
         if any(s.get("discriminator_median") for s in methods.values()):
             lines += ["", "Discriminator over the last 20% of rounds (median over runs): accuracy and mean "
                       "logit on expert and generator samples, update norm, generator reward, how far one "
-                      "update moves the generator rows' logits, the learned step's norm over Adam's on "
+                      "update moves the generator rows' outputs (mean absolute logit change, mean KL "
+                      "between the Bernoulli outputs), the learned step's norm over Adam's on "
                       "the same gradient, the constraint's multiplier (- where a method has none).", "",
                       "| method | acc expert | acc generator | logit expert | logit generator | update norm "
-                      "| reward mean | logit shift | norm / Adam's | multiplier |",
+                      "| reward mean | logit shift | KL shift | norm / Adam's | multiplier |",
                       "|---|" + "---:|" * len(DISCRIMINATOR_TAGS)]
             for method, s in methods.items():
                 d = s.get("discriminator_median", {})
-                cells = [f"{d[k]:.3f}" if k in d else "-" for k in DISCRIMINATOR_TAGS]
+                cells = [_number(d[k]) if k in d else "-" for k in DISCRIMINATOR_TAGS]
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     if len(summary["tasks"]) > 1:
