@@ -225,6 +225,26 @@ class RunDir:
     def write_metrics(self, metrics: Mapping[str, Any]) -> None:
         write_json(self.metrics_path, _plain(metrics))
 
+    def finished_metrics(self) -> dict[str, Any] | None:
+        """The final numbers of a finished run (its ``metrics.json``), or None if it has not
+        finished. A resumed run that has finished has nothing left to do: its train command
+        reports these instead of loading and re-evaluating its last checkpoint.
+
+        Raises:
+            L2LError: ``metrics.json`` is damaged.
+        """
+        if not self.metrics_path.is_file():
+            return None
+        try:
+            metrics = json.loads(self.metrics_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise L2LError(f"cannot read {self.metrics_path} ({type(exc).__name__}): delete it to "
+                           "finish the run again from its last checkpoint with --resume") from exc
+        if not isinstance(metrics, dict):
+            raise L2LError(f"{self.metrics_path} is not a JSON object: delete it to finish the run "
+                           "again from its last checkpoint with --resume")
+        return metrics
+
 
 class RunLoop:
     """The run-loop skeleton of every mode: resume, one TensorBoard step unit, checkpoints, metrics.

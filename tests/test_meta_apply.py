@@ -116,6 +116,10 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     # resumed without --eps: the run keeps the eps it recorded, not the data set's default (8/255)
     assert main([*train, "--episodes", "3", "--resume"]) == 0
     assert f"eps 0.1 (recorded in {runs}/meta/t/config.yaml)" in capsys.readouterr().out
+    metrics = (tmp_path / "runs/meta/t/metrics.json").read_bytes()
+    assert main([*train, "--episodes", "3", "--resume"]) == 0  # finished: nothing left to do
+    assert "finished before with this configuration: nothing to do" in capsys.readouterr().out
+    assert (tmp_path / "runs/meta/t/metrics.json").read_bytes() == metrics
     history = json.loads((tmp_path / "runs/meta/t/metrics.json").read_text())["history"]
     assert [h["episode"] for h in history] == [0, 1, 2]
     assert history[2]["eps"] == pytest.approx(0.1 * 2 / 10)  # the warm-up (10 episodes) towards 0.1

@@ -183,8 +183,22 @@ def test_finished_runs_are_skipped_and_a_bad_run_fails_alone(swept, capsys):
     [failed] = result.failed
     assert result.attempts[failed] == 1  # an `error:` exit is not retried: it would fail alike
     assert result.outcomes[failed].error.startswith("error: unknown method 'bogus'")
-    assert "finished, skipped" in capsys.readouterr().out
+    assert "finished, configuration checked, skipped" in capsys.readouterr().out
     assert not (failed.run_dir / "metrics.json").exists()
+
+
+def test_a_finished_run_of_another_configuration_fails_instead_of_being_skipped(swept):
+    """A grid edited after its runs finished: each finished run's command compares its
+    configuration with the run's, so the sweep fails those runs (once: the error would repeat)
+    and leaves them untouched, instead of reporting results of the old configuration as new."""
+    root, _, _ = swept
+    edited = tiny_grid(variants=[Variant("gail", {"method": "gail", "disc-lr": 0.01})], seeds=[0])
+    [job] = edited.jobs(root / "swept")
+    before = (job.run_dir / "metrics.json").read_bytes()
+    result = run_jobs([job], workers=1, max_retries=3, progress=False)
+    assert result.failed == [job] and result.attempts[job] == 1
+    assert "the configuration differs (disc_lr" in result.outcomes[job].error
+    assert (job.run_dir / "metrics.json").read_bytes() == before
 
 
 CRASH_ONCE = """

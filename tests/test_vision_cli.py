@@ -118,8 +118,13 @@ def test_eps_defaults_to_the_data_sets_standard_and_resume_keeps_the_recorded_on
     # a run that recorded another eps than today's default resumes with it
     synth = [*tiny, "--dataset", "synthetic", "--synthetic-shape", "1x8x8"]
     assert main([*synth, "--name", "s", "--eps", "0.1"]) == 0
+    metrics = (tmp_path / "vision/s/metrics.json").read_bytes()
     assert main([*synth, "--name", "s", "--resume"]) == 0
-    assert f"eps 0.1 (recorded in {tmp_path / 'vision/s/config.yaml'})" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"eps 0.1 (recorded in {tmp_path / 'vision/s/config.yaml'})" in out
+    # the run had finished: nothing is trained or evaluated again
+    assert "finished before with this configuration: nothing to do" in out
+    assert (tmp_path / "vision/s/metrics.json").read_bytes() == metrics
     # a run started before eps was recorded ("eps: null") still resumes, at the data set's standard
     config = VisionConfig(dataset="synthetic", synthetic_shape="1x8x8", model="small-cnn", width=4,
                           method="standard", epochs=1, train_subset=64, eval_subset=32)

@@ -33,8 +33,9 @@ def train_seeds(prepared: Prepared, seeds: list[int], experiment: str, *, runs_d
 
     Args:
         resume: ``"no"`` -- every run directory must be new; ``"yes"`` -- every one must exist
-            and is continued; ``"auto"`` -- finished runs are skipped, unfinished ones continued
-            and missing ones started (what the benchmark script does).
+            and is continued; ``"auto"`` -- existing runs are continued and missing ones started
+            (what the benchmark script does). A finished run is not trained again: its stored
+            metrics are returned, after the same configuration check as a continued run's.
         echo: receives one line per run (the CLI prints them).
 
     Raises:
@@ -57,12 +58,14 @@ def train_seeds(prepared: Prepared, seeds: list[int], experiment: str, *, runs_d
         plans.append((config, path, exists))
     results = []
     for config, path, exists in plans:
-        if resume == "auto" and (path / "metrics.json").is_file():
-            echo(f"{config.run_method} seed {config.seed}: finished, skipped ({path})")
-            continue
         seed_prepared = dataclasses.replace(prepared, config=config)
         run = RunDir.for_mode("gail", path.relative_to(path.parents[2]).as_posix(),
                               config.to_dict(), root=path.parents[3], resume=exists)
+        finished = run.finished_metrics() if exists else None  # its configuration checked above
+        if finished is not None:
+            echo(f"{config.run_method} seed {config.seed}: finished, skipped ({path})")
+            results.append(finished)
+            continue
         echo(f"{config.run_method} seed {config.seed}: {'resuming' if exists else 'training'} in {run.path}")
         metrics = train(seed_prepared, run, resume=exists, progress=progress)
         echo(f"{config.run_method} seed {config.seed}: final normalised return {metrics['final']:.3f} "

@@ -33,7 +33,13 @@ def _train(args: argparse.Namespace) -> None:
     run = RunDir.for_mode("meta", name, config_dict(config), root=args.runs_dir, resume=args.resume,
                           resume_ignore=("episodes",))
     print(f"run directory: {run.path}\n{tensorboard_command(run.tb_dir)}")
-    m = meta_train(config, run, resume=args.resume, progress=not args.no_progress)
+    m = run.finished_metrics() if args.resume else None
+    if m is not None and m.get("episodes", 0) < config.episodes:
+        m = None  # a larger --episodes continues a finished run
+    if m is not None:
+        print("finished before with this configuration: nothing to do")
+    else:
+        m = meta_train(config, run, resume=args.resume, progress=not args.no_progress)
     print(f"meta-loss {m['final_meta_loss']:.3f}; last optimizee: clean acc {m['final_clean_acc']:.3f}, "
           f"{config.attack} acc {m['final_robust_acc']:.3f}; learned optimizer: {m['optimizer']}")
 

@@ -204,7 +204,8 @@ def _say(line: str) -> None:
 
 def run_jobs(jobs: Sequence[Job], *, workers: int | None = None, address: str | None = None,
              max_retries: int = 2, progress: bool = True, pool: Pool | None = None) -> SweepResult:
-    """Run ``jobs`` to completion: finished ones are skipped, the others run ``workers`` at a time
+    """Run ``jobs`` to completion: finished ones are skipped (a job with ``check_finished`` once
+    its command has checked the run's configuration), the others run ``workers`` at a time
     (see :func:`open_pool`, or pass an open ``pool``, which is left open).
 
     A failed attempt that another may fix (a crash, a killed process, a lost worker) is retried
@@ -215,7 +216,7 @@ def run_jobs(jobs: Sequence[Job], *, workers: int | None = None, address: str | 
     result = SweepResult()
     todo: deque[Job] = deque()
     for job in jobs:
-        if job.finished():
+        if job.finished() and not job.check_finished:
             result.outcomes[job] = Outcome("skipped")
             _say(f"{job.name}: finished, skipped ({job.run_dir})")
         else:
@@ -269,7 +270,8 @@ def _settle(job: Job, outcome: Outcome, result: SweepResult, todo: deque[Job], m
     if outcome.status == "done":
         _say(f"{job.name}: done in {outcome.seconds:.0f} s{where} ({job.run_dir})")
     elif outcome.status == "skipped":
-        _say(f"{job.name}: finished, skipped ({job.run_dir})")
+        checked = ", configuration checked" if job.check_finished else ""
+        _say(f"{job.name}: finished{checked}, skipped ({job.run_dir})")
     else:
         _say(f"{job.name}: {outcome.status} after {attempt} attempt(s): {outcome.error} "
              f"(log: {job.log_path})")

@@ -134,7 +134,8 @@ class Grid:
 
         runs_dir = runs_dir.resolve()
         parser = build_parser([self.mode])  # this mode's commands only: the others import their modes
-        jobs = [Job(name, ("-m", "l2l_gail.cli", *argv), run_dir(self.mode, _parse(parser, argv)))
+        jobs = [Job(name, ("-m", "l2l_gail.cli", *argv), run_dir(self.mode, _parse(parser, argv)),
+                    check_finished=True)
                 for name, argv in self.commands(runs_dir)]
         seen: dict[Path, str] = {}
         for job in jobs:

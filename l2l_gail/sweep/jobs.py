@@ -39,6 +39,10 @@ class Job:
             the worker's working directory).
         done_file: the file in ``run_dir`` whose presence means the job is finished.
         resume_args: appended to ``command`` when ``run_dir/config.yaml`` exists (a started run).
+        check_finished: run the command even when the job is finished, so that it compares its
+            configuration with the run's (the ``l2l`` train commands do on ``--resume``, and
+            then stop: a finished run has nothing left to do); a grid edited since the run
+            finished then fails instead of skipping a run of another configuration.
     """
 
     name: str
@@ -46,6 +50,7 @@ class Job:
     run_dir: Path
     done_file: str = "metrics.json"
     resume_args: tuple[str, ...] = ("--resume",)
+    check_finished: bool = False
 
     @property
     def log_path(self) -> Path:
@@ -84,7 +89,8 @@ def execute(job: Job, cwd: str, env: Mapping[str, str]) -> Outcome:
     SIGINT -- the ``l2l`` command's own interrupt path, which keeps the last checkpoint -- and
     kills it only if it has not left after :data:`STOP_GRACE_SECONDS`.
     """
-    if job.finished():
+    finished = job.finished()
+    if finished and not job.check_finished:
         return Outcome("skipped")
     argv = [sys.executable, *job.argv()]
     host = socket.gethostname()
@@ -102,7 +108,8 @@ def execute(job: Job, cwd: str, env: Mapping[str, str]) -> Outcome:
         except BaseException:
             _stop(proc)
             raise
-    return _outcome(job, code, time.perf_counter() - started, host)
+    outcome = _outcome(job, code, time.perf_counter() - started, host)
+    return Outcome("skipped", host=host) if finished and outcome.status == "done" else outcome
 
 
 def _child_signals() -> None:

@@ -32,7 +32,11 @@ def _train(args: argparse.Namespace) -> None:
     run = RunDir.for_mode("vision", name, dataclasses.asdict(config), root=args.runs_dir, resume=args.resume,
                           resume_ignore=("device",))
     print(f"run directory: {run.path}\n{tensorboard_command(run.tb_dir)}")
-    m = train(config, run, resume=args.resume, progress=not args.no_progress)
+    m = run.finished_metrics() if args.resume else None
+    if m is not None:
+        print("finished before with this configuration: nothing to do")
+    else:
+        m = train(config, run, resume=args.resume, progress=not args.no_progress)
     print(f"{config.method}: test clean acc {m['final_test_clean_acc']:.4f}, PGD-{config.eval_pgd_steps} "
           f"acc {m[f'final_test_pgd{config.eval_pgd_steps}_acc']:.4f} on {m['eval_subset']} test images; "
           f"median epoch {m['epoch_seconds_median']:.1f} s; model: {run.path / 'model.pt'}")
