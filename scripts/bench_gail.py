@@ -38,7 +38,8 @@ before any v2 number was seen, each stage in the benchmark's experiments (``benc
 the reference arms' runs are the benchmark's own:
 
     .venv/bin/python scripts/bench_gail.py --v2 budget   # B from the tuned gail runs on hopper, halfcheetah
-    .venv/bin/python scripts/bench_gail.py --v2 dev      # the 6 candidates + gail, gail-gp, l2l-gail there
+    .venv/bin/python scripts/bench_gail.py --v2 dev      # the 6 candidates + gail, gail-gp, l2l-gail there,
+                                                         # the policy targets and phi transferred
     .venv/bin/python scripts/bench_gail.py --v2 select   # the plan's rule -> selected.json: commit it, then
     .venv/bin/python scripts/bench_gail.py --v2 heldout --seeds 0,1,2,3,4,5,6,7,8,9   # walker2d, ant
 
@@ -52,9 +53,11 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +73,7 @@ from l2l_gail.gail.factory import Prepared, build, prepare
 from l2l_gail.gail.loop import start_segment, train_round
 from l2l_gail.gail.tasks import load_task
 from l2l_gail.runs import DEFAULT_ROOT, atomic_write_text, write_json
-from l2l_gail.sweep import Grid, SweepResult, Variant, run_jobs
+from l2l_gail.sweep import Grid, Job, SweepResult, Variant, run_jobs
 from l2l_gail.sweep.cli import report
 
 TASKS = ("hopper", "halfcheetah", "walker2d", "ant")
@@ -94,6 +97,13 @@ V2_CANDIDATES: dict[str, dict[str, str]] = {
 }
 """results/gail/v2-plan.md's candidates, configurations of ``l2l-gail``; a constrained one takes
 ``l2l_budget`` from the budget stage (the median output shift of the tuned gail runs)."""
+V2_EXTRAS: dict[str, dict[str, str]] = {
+    "l2l-policy": {"method": "l2l-gail", "l2l_target": "policy"},
+    "l2l-both": {"method": "l2l-gail", "l2l_target": "both"},
+}
+"""Measured once on the development tasks, not candidates: the learned optimizer on PPO's step."""
+V2_TRANSFER = "l2l-transfer"
+"""Also measured once: l2l-gail started from the ``phi`` learned on the other development task."""
 V2_TIE = 0.02
 """Candidates whose aggregate IQMs are within this of the best are told apart by their spread."""
 TUNE_LR_MULTS = (1 / 3, 1.0, 3.0)
@@ -232,14 +242,20 @@ def run(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0 if result.ok else 1
 
 
-def run_bench(args: argparse.Namespace, tasks: list[str], variants: list[Variant],
-              seeds: list[int]) -> SweepResult:
-    """Train ``variants`` x ``seeds`` on ``tasks`` in the benchmark's experiments (``bench-<task>``),
-    one command for every stage that shares them, and report the sweep."""
-    grid = Grid("gail", tasks, variants, seeds, {"timesteps": args.timesteps, "eval-every": args.eval_every,
+def bench_grid(args: argparse.Namespace, tasks: list[str], variants: list[Variant], seeds: list[int]) -> Grid:
+    """The grid of ``variants`` x ``seeds`` on ``tasks`` in the benchmark's experiments
+    (``bench-<task>``): one command line for every stage that shares them."""
+    return Grid("gail", tasks, variants, seeds, {"timesteps": args.timesteps, "eval-every": args.eval_every,
                                                  "threads": args.threads}, experiment="bench-{task}")
-    result = run_jobs(grid.jobs(Path(args.runs_dir or DEFAULT_ROOT)), workers=args.jobs,
-                      address=args.address, max_retries=args.max_retries, progress=not args.no_progress)
+
+
+def run_bench(args: argparse.Namespace, tasks: list[str], variants: list[Variant], seeds: list[int],
+              *, extra: Sequence[Job] = ()) -> SweepResult:
+    """Run :func:`bench_grid` (and ``extra`` jobs) as a sweep and report it."""
+    runs_dir = Path(args.runs_dir or DEFAULT_ROOT)
+    jobs = [*(bench_grid(args, tasks, variants, seeds).jobs(runs_dir) if variants else []), *extra]
+    result = run_jobs(jobs, workers=args.jobs, address=args.address, max_retries=args.max_retries,
+                      progress=not args.no_progress)
     report(result)
     return result
 
@@ -403,7 +419,7 @@ def v2(args: argparse.Namespace, seeds: list[int]) -> int:
     """One stage of the v2 study (module docstring); every output is refused if it exists."""
     out, runs_dir = Path(args.output_dir), Path(args.runs_dir or DEFAULT_ROOT)
     files = {"budget": out / "v2-budget.json", "dev": out / "v2-dev.json",
-             "select": out / "selected.json", "heldout": out / "v2-heldout.json"}
+             "select": out / "selected.json", "heldout": out / "heldout.json"}
     target = files[args.v2]
     for path in (target, *output_paths(target)[1:]) if args.v2 in ("dev", "heldout") else (target,):
         if path.exists() and not args.force:
@@ -421,23 +437,116 @@ def v2(args: argparse.Namespace, seeds: list[int]) -> int:
               f"(median of {len(record['runs'])} runs)\n{target}")
         return 0
     budget = _read(files["budget"], "--v2 budget")
+    set_threads(args.threads)
     if args.v2 == "dev":
         tasks = (args.tasks or ",".join(V2_DEV_TASKS)).split(",")
         variants = [Variant(m, {"method": m}) for m in V2_REFERENCES] + [
-            Variant(label, candidate_options(label, budget)) for label in V2_CANDIDATES]
+            Variant(label, candidate_options(label, budget)) for label in V2_CANDIDATES] + [
+            Variant(label, options) for label, options in V2_EXTRAS.items()]
+        result = run_bench(args, tasks, variants, seeds)
+        if result.ok:  # phi transferred: needs the l2l-gail runs just finished
+            result = run_bench(args, tasks, [], seeds, extra=transfer_jobs(args, tasks, seeds))
+            variants.append(Variant(V2_TRANSFER, {}))
     else:
         selected = _read(files["select"], "--v2 select")
+        commit = committed_in(files["select"])
         tasks = (args.tasks or ",".join(V2_HELDOUT_TASKS)).split(",")
         variants = [Variant("gail", {"method": "gail"}), Variant("gail-gp", {"method": "gail-gp"}),
                     Variant(selected["label"], selected["options"])]
-    set_threads(args.threads)
-    result = run_bench(args, tasks, variants, seeds)
+        result = run_bench(args, tasks, variants, seeds)
     if not result.ok:
         print("not compared: some runs did not finish (the same command continues them)")
         return 130 if result.interrupted else 1
-    print_outputs(compare([runs_dir / "gail" / f"bench-{t}" for t in tasks], target, force=args.force,
-                          methods=[v.label for v in variants]))
+    outputs = compare([runs_dir / "gail" / f"bench-{t}" for t in tasks], target, force=args.force,
+                      methods=[v.label for v in variants])
+    if args.v2 == "heldout":
+        side_by_side = [v for v in variants if v.label in ("gail", selected["label"])]
+        rates = {task: throughput({v.label: prepare(GAILConfig(
+                     task=task, timesteps=args.timesteps, seed=seeds[0],
+                     label=None if v.label == "gail" else v.label, **v.options))
+                     for v in side_by_side}, args.repeats, args.rounds) for task in tasks}
+        record = heldout_targets(outputs.summary, selected, commit, rates)
+        write_json(outputs.json, {**outputs.summary, **record})
+        atomic_write_text(outputs.markdown, outputs.markdown.read_text() + "\n" + targets_markdown(record))
+    print_outputs(outputs)
     return 0
+
+
+def transfer_jobs(args: argparse.Namespace, tasks: list[str], seeds: list[int]) -> list[Job]:
+    """``l2l-transfer`` on each task and seed: l2l-gail started from the ``phi`` that the same
+    seed's l2l-gail run learned on the next task of ``tasks`` (the last on the first)."""
+    runs_dir = Path(args.runs_dir or DEFAULT_ROOT)
+    jobs = []
+    for i, task in enumerate(tasks):
+        source = tasks[(i + 1) % len(tasks)]
+        for seed in seeds:
+            phi = runs_dir / "gail" / f"bench-{source}" / "l2l-gail" / f"seed{seed}" / "phi_discriminator.pt"
+            variant = Variant(V2_TRANSFER, {"method": "l2l-gail", "l2l_init": str(phi.resolve())})
+            jobs += bench_grid(args, [task], [variant], [seed]).jobs(runs_dir)
+    return jobs
+
+
+def committed_in(path: Path) -> str:
+    """The commit that added ``path``: the held-out runs start only once the selection is in
+    the history, so the result can name the commit that fixed it."""
+    path = path.resolve()
+    try:
+        sha = subprocess.run(["git", "log", "--diff-filter=A", "--format=%H", "--", path.name], check=True,
+                             capture_output=True, text=True, cwd=path.parent).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        sha = []
+    if not sha:
+        raise L2LError(f"{path} is not committed: commit the selection before any held-out run")
+    return sha[-1]
+
+
+def heldout_targets(summary: dict[str, Any], selected: dict[str, Any], commit: str,
+                    rates: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """Issue 13's targets on the held-out comparison ``summary`` for the selected configuration;
+    ``rates[task]`` are env steps/s of ``gail`` and the selection measured side by side."""
+    label, tasks = selected["label"], summary["tasks"]
+    aggregate = summary["aggregate"]
+    improvement = summary["prob_improvement"][f"{label}>gail"]
+    ratio = {t: statistics.median(r[label]) / statistics.median(r["gail"]) for t, r in rates.items()}
+    std = {t: tasks[t][label]["final_std"] / tasks[t]["gail"]["final_std"]
+           if tasks[t]["gail"]["final_std"] > 0 else None for t in tasks}
+    targets = {
+        "aggregate_iqm_ge_gail": aggregate[label]["iqm"] >= aggregate["gail"]["iqm"],
+        "aggregate_iqm_ge_gail_gp": aggregate[label]["iqm"] >= aggregate["gail-gp"]["iqm"],
+        "prob_improvement": improvement["p"], "prob_improvement_ci": improvement["ci"],
+        "std_ratio": std,
+        "collapsed": sum(tasks[t][label]["collapsed"] for t in tasks),
+        "failed": sum(tasks[t][label]["failed"] for t in tasks),
+        "throughput_ratio": min(ratio.values()), "throughput_ratio_by_task": ratio,
+    }
+    targets["met"] = {
+        "aggregate_iqm": targets["aggregate_iqm_ge_gail"] and targets["aggregate_iqm_ge_gail_gp"],
+        "prob_improvement": improvement["p"] >= 0.6,
+        "std_ratio": all(r is not None and r <= 0.7 for r in std.values()),
+        "stability": targets["collapsed"] == targets["failed"] == 0,
+        "throughput": targets["throughput_ratio"] >= 0.85}
+    return {"selected": {"label": label, "config": selected["options"], "commit": commit},
+            "targets": targets}
+
+
+def targets_markdown(record: dict[str, Any]) -> str:
+    """The held-out targets as a table: each one's number and whether it is met."""
+    t, met = record["targets"], record["targets"]["met"]
+    std = ", ".join(f"{task} {r:.2f}" if r is not None else f"{task} -" for task, r in t["std_ratio"].items())
+    speed = ", ".join(f"{task} {r:.2f}" for task, r in t["throughput_ratio_by_task"].items())
+    ci = t["prob_improvement_ci"]
+    rows = [("aggregate IQM >= gail's and gail-gp's", f"{t['aggregate_iqm_ge_gail']} / "
+             f"{t['aggregate_iqm_ge_gail_gp']}", met["aggregate_iqm"]),
+            ("P(X > gail) >= 0.6", f"{t['prob_improvement']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]",
+             met["prob_improvement"]),
+            ("final std <= 0.7x gail's on each task", std, met["std_ratio"]),
+            ("0 collapsed, 0 failed", f"{t['collapsed']} collapsed, {t['failed']} failed", met["stability"]),
+            ("env steps/s >= 0.85x gail's (side by side)", speed, met["throughput"])]
+    selected = record["selected"]
+    lines = [f"Targets of `{selected['label']}` (selected in commit {selected['commit'][:12]}):", "",
+             "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _read(path: Path, stage: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -139,3 +140,50 @@ def test_v2_selection_rule():
     chosen = bench.select_v2(none_stable, ["l2l-kl", "l2l-logit"], budget)
     assert chosen["label"] == "l2l-logit" and not chosen["stability_met"]
     assert chosen["options"]["l2l_budget"] == 0.05 and "not met" in chosen["reason"]
+
+
+def test_heldout_targets_and_their_table():
+    """Issue 13's targets from a held-out comparison: each number, and met or missed."""
+    def entry(iqm: float, std: float, collapsed: int = 0) -> dict:
+        return {"iqm": iqm, "final_std": std, "collapsed": collapsed, "failed": 0}
+
+    summary = {"tasks": {"walker2d": {"gail": entry(0.5, 0.2), "gail-gp": entry(0.4, 0.1),
+                                      "l2l-v2": entry(0.6, 0.1)},
+                         "ant": {"gail": entry(0.7, 0.1), "gail-gp": entry(0.7, 0.1),
+                                 "l2l-v2": entry(0.7, 0.09, collapsed=1)}},
+               "aggregate": {"gail": {"iqm": 0.6}, "gail-gp": {"iqm": 0.55}, "l2l-v2": {"iqm": 0.65}},
+               "prob_improvement": {"l2l-v2>gail": {"p": 0.62, "ci": [0.4, 0.8]}}}
+    selected = {"label": "l2l-v2", "options": {"method": "l2l-gail", "l2l_step_norm": "adam"}}
+    rates = {"walker2d": {"gail": [100.0, 110.0, 90.0], "l2l-v2": [80.0, 90.0, 85.0]},
+             "ant": {"gail": [50.0], "l2l-v2": [49.0]}}
+    record = bench.heldout_targets(summary, selected, "a" * 40, rates)
+    targets = record["targets"]
+    assert record["selected"] == {"label": "l2l-v2", "config": selected["options"], "commit": "a" * 40}
+    assert targets["aggregate_iqm_ge_gail"] and targets["aggregate_iqm_ge_gail_gp"]
+    assert targets["std_ratio"] == pytest.approx({"walker2d": 0.5, "ant": 0.9})
+    assert targets["throughput_ratio"] == pytest.approx(85 / 100)
+    assert (targets["collapsed"], targets["failed"]) == (1, 0)
+    assert targets["met"] == {"aggregate_iqm": True, "prob_improvement": True, "std_ratio": False,
+                              "stability": False, "throughput": True}
+    table = bench.targets_markdown(record)
+    assert "| final std <= 0.7x gail's on each task | walker2d 0.50, ant 0.90 | **no** |" in table
+    assert "| P(X > gail) >= 0.6 | 0.62 [0.40, 0.80] | yes |" in table
+
+
+def test_transfer_jobs_start_from_the_other_tasks_phi(tmp_path):
+    args = argparse.Namespace(runs_dir=tmp_path / "runs", timesteps=1_000_000, eval_every=None, threads=1)
+    jobs = bench.transfer_jobs(args, ["hopper", "halfcheetah"], [0, 3])
+    assert [j.name for j in jobs] == ["bench-hopper/l2l-transfer/seed0", "bench-hopper/l2l-transfer/seed3",
+                                      "bench-halfcheetah/l2l-transfer/seed0",
+                                      "bench-halfcheetah/l2l-transfer/seed3"]
+    init = jobs[1].command[jobs[1].command.index("--l2l-init") + 1]
+    phi = tmp_path / "runs/gail/bench-halfcheetah/l2l-gail/seed3/phi_discriminator.pt"
+    assert init == str(phi.resolve())
+    assert "bench-hopper" in jobs[2].command[jobs[2].command.index("--l2l-init") + 1]
+
+
+def test_heldout_runs_need_a_committed_selection(tmp_path):
+    path = tmp_path / "selected.json"
+    path.write_text("{}")
+    with pytest.raises(L2LError, match="is not committed"):
+        bench.committed_in(path)
