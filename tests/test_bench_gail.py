@@ -40,7 +40,7 @@ def test_tiny_benchmark_with_variant_then_rerun_skips(tmp_path, capsys):
     assert (run / "metrics.json").is_file()
     assert bench.main(args) == 2  # results exist: refused without --force
     assert bench.main([*args, "--force"]) == 0
-    assert "finished, skipped" in capsys.readouterr().out
+    assert "finished, configuration checked, skipped" in capsys.readouterr().out
     with pytest.raises(L2LError, match="--label"):
         bench.prepare(bench.GAILConfig(task="inverted-pendulum", method="gail", label="bad/label"))
 

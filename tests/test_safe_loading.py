@@ -91,6 +91,9 @@ def test_vision_resume_and_eval_refuse_damaged_and_planted_files(
 
     good = checkpoint.read_bytes()
     checkpoint.write_bytes(good[: len(good) // 2])
+    assert main([*args, "--resume"]) == 0  # finished: the checkpoint is not needed, nor read
+    assert "nothing to do" in capsys.readouterr().out
+    (run / "metrics.json").unlink()  # unfinished: resuming needs the checkpoint
     assert main([*args, "--resume"]) == 2  # not silently retrained from epoch 0
     one_line_error(capsys, "every checkpoint is damaged", str(checkpoint), "delete them")
     plant(checkpoint, marker)

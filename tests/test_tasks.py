@@ -97,7 +97,7 @@ def test_invalid_yaml_and_unknown_task(tmp_path: Path) -> None:
         load_task("hoper")
 
 
-HOPPER_LR = "4.3984856156897565e-05"  # gail.ppo.learning_rate of envs/hopper.yaml
+HOPPER_LR = "0.00025"  # gail.ppo.learning_rate of envs/hopper.yaml
 
 
 def _edit_text(tmp_path: Path, old: str, new: str) -> Path:
@@ -111,11 +111,11 @@ def _edit_text(tmp_path: Path, old: str, new: str) -> Path:
 
 @pytest.mark.parametrize(("old", "new", "where", "expected"), [
     # PyYAML (YAML 1.1) reads 3e-4 and 1e6 as strings: they must still be numbers of the right type
-    ("disc_lr: 0.001", "disc_lr: 1e-3", ("gail", "disc_lr"), 1e-3),
-    ("  timesteps: 1000000  #", "  timesteps: 1e6  #", ("gail", "timesteps"),
+    ("disc_lr: 0.0003", "disc_lr: 3e-4", ("gail", "disc_lr"), 3e-4),
+    ("  timesteps: 1000000\n  demo_episodes", "  timesteps: 1e6\n  demo_episodes", ("gail", "timesteps"),
      1_000_000),
-    ("n_disc_updates_per_round: 8", "n_disc_updates_per_round: 8.0", ("gail", "n_disc_updates_per_round"), 8),
-    (f"learning_rate: {HOPPER_LR}", 'learning_rate: "4.4e-5"', ("gail", "ppo", "learning_rate"), 4.4e-5),
+    ("n_disc_updates_per_round: 4", "n_disc_updates_per_round: 4.0", ("gail", "n_disc_updates_per_round"), 4),
+    (f"learning_rate: {HOPPER_LR}", 'learning_rate: "2.5e-4"', ("gail", "ppo", "learning_rate"), 2.5e-4),
     ("learning_rate: 0.0003", "learning_rate: 3e-4", ("expert", "hyperparams", "learning_rate"), 3e-4),
     ("net_arch:\n    - 64\n    - 64", "net_arch: ['64', '64']", ("gail", "ppo", "net_arch"), [64, 64]),
     ("max_grad_norm: 0.9", "max_grad_norm: None", ("gail", "ppo", "max_grad_norm"), None),
@@ -132,14 +132,14 @@ def test_numeric_strings_become_numbers(tmp_path: Path, old: str, new: str, wher
 def test_ppo_values_from_the_task_file_are_checked_before_any_run(tmp_path: Path) -> None:
     from l2l_gail.gail.config import GAILConfig
 
-    task = load_task_file(_edit_text(tmp_path, f"learning_rate: {HOPPER_LR}", 'learning_rate: "4.4e-5"'))
+    task = load_task_file(_edit_text(tmp_path, f"learning_rate: {HOPPER_LR}", 'learning_rate: "2.5e-4"'))
     GAILConfig(task="hopper").resolved(task)  # a quoted number is a number
     task = load_task_file(_edit_text(tmp_path, f"learning_rate: {HOPPER_LR}", "learning_rate: fast"))
     with pytest.raises(L2LError) as info:
         GAILConfig(task="hopper").resolved(task)
     assert str(info.value) == ("PPO hyper-parameter learning_rate must be a number, got 'fast' "
                                "(from gail.ppo of the task file or --ppo)")
-    task = load_task_file(_edit_text(tmp_path, "n_epochs: 20", "n_epochs: true"))
+    task = load_task_file(_edit_text(tmp_path, "n_epochs: 5", "n_epochs: true"))
     with pytest.raises(L2LError, match="n_epochs must be an integer, got True"):
         GAILConfig(task="hopper").resolved(task)
 
