@@ -21,7 +21,8 @@ DESCRIPTION = textwrap.fill(
     "Ray tasks: --jobs at a time on a private local Ray (no network, nothing left running), or on a "
     "cluster with --address. Each run writes the run directory its train command writes, "
     "RUNS_DIR/MODE/<experiment>/<label>/seed<k>/, with its output in seed<k>.log beside it. Finished "
-    "runs are skipped and started ones resumed from their last checkpoint, so the same command "
+    "runs are skipped once their command has checked the configuration (an edited grid fails them) and "
+    "started ones resumed from their last checkpoint, so the same command "
     "continues a sweep; a run that crashes is retried from its last checkpoint (one that ends with an "
     "`error:` line is not: it would fail alike); Ctrl-C stops every run at its last checkpoint.", 100) + (
     "\n\n  l2l sweep gail --tasks hopper,walker2d --methods gail,gail-gp,l2l-gail --seeds 0-4 \\\n"
