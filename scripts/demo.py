@@ -56,7 +56,7 @@ PROGRESS_EVERY = 60.0  # seconds between progress lines
 SETTINGS: dict[str, Any] = {
     "demo_episodes": 25, "demo_batch_size": 1024, "gen_replay_buffer_capacity": 16384,
     "n_disc_updates_per_round": 4, "disc_lr": 3e-4, "obs_norm": False, "fixed_horizon": False,
-    "demos": "deterministic",
+    "demos": "deterministic", "eval_envs": 1,
     "ppo": {"n_steps": 256, "batch_size": 256, "n_epochs": 5, "gamma": 0.995, "gae_lambda": 0.98,
             "learning_rate": 2.5e-4, "clip_range": 0.1, "ent_coef": 0.001, "vf_coef": 0.2,
             "max_grad_norm": 0.9, "net_arch": [64, 64]},

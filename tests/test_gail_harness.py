@@ -188,3 +188,37 @@ def test_missing_stochastic_demonstrations(tmp_path: Path, capsys: pytest.Captur
     assert "no stochastic demonstrations for task 'hopper'" in err
     assert "l2l expert collect --task hopper --stochastic" in err
     assert not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- evaluation
+def test_evaluation_on_several_environments() -> None:
+    """``eval_envs`` environments side by side (stable-baselines3 splits the episodes among
+    them): an evaluation repeats exactly, an older run's configuration (no key) means one
+    environment, and more environments than episodes is refused."""
+    from unittest import mock
+
+    from stable_baselines3 import PPO
+
+    from l2l_gail.errors import L2LError
+    from l2l_gail.gail import loop
+    from l2l_gail.gail.factory import prepare
+
+    assert GAILConfig(task="hopper").resolved(load_task("hopper")).eval_envs == 1
+    assert "eval_envs" not in GAILConfig(task="hopper").resolved(load_task("hopper")).to_dict()
+    with pytest.raises(L2LError, match="--eval-envs 11 is more than --eval-episodes 10"):
+        GAILConfig(task="hopper", eval_envs=11).resolved(load_task("hopper"))
+    with pytest.raises(L2LError, match="--eval-envs must be a positive integer, got 0"):
+        GAILConfig(task="hopper", eval_envs=0).resolved(load_task("hopper"))
+    prepared = prepare(GAILConfig(task="inverted-pendulum", eval_episodes=4, eval_envs=2))
+    policy = PPO("MlpPolicy", prepared.task.make_env(), seed=0, device="cpu")
+    trainer = mock.Mock(gen_algo=policy)
+    envs: list[int] = []
+
+    def counting(model: object, env: object, episodes: int) -> tuple[float, float]:
+        envs.append(env.num_envs)  # type: ignore[attr-defined]
+        return real(model, env, episodes)
+
+    real = loop.evaluate
+    with mock.patch.object(loop, "evaluate", counting):
+        first, again = loop.evaluate_generator(trainer, prepared), loop.evaluate_generator(trainer, prepared)
+    assert envs == [2, 2] and first == again and first[0] > 0

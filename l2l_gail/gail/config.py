@@ -50,7 +50,7 @@ command line's ``--help``."""
 OMITTED_AT: dict[str, Any] = {"l2l_rule": "lstm", "l2l_step_norm": "learned", "l2l_step_direction": "learned",
                               "l2l_constraint": "none", "l2l_budget": None, "l2l_dual_lr": 1.0,
                               "l2l_heldout": "fresh", "obs_norm": False, "fixed_horizon": False,
-                              "demos": "deterministic"}
+                              "demos": "deterministic", "eval_envs": 1}
 """Options added after the first runs, with the value those runs had: ``config.yaml`` leaves an
 option out at that value, so an older run's file, which lacks the key, compares equal on
 ``--resume``."""
@@ -87,6 +87,11 @@ class GAILConfig:
     task file's gail.eval_every)"""
     eval_episodes: int | None = None
     """episodes per evaluation (default: the task file's gail.eval_episodes)"""
+    eval_envs: int | None = None
+    """environments an evaluation runs side by side, the policy acting on all at once (its
+    episodes split evenly among them, each environment seeded apart, stable-baselines3's
+    evaluate_policy); the same numbers in distribution, fewer policy calls (default: the task
+    file's gail.eval_envs, else 1)"""
     n_envs: int | None = None
     """parallel environments of the generator (default: the task file's gail.n_envs)"""
     demo_batch_size: int | None = None
@@ -199,6 +204,7 @@ class ResolvedGAILConfig:
     demo_episodes: int
     eval_every: int
     eval_episodes: int
+    eval_envs: int
     n_envs: int
     demo_batch_size: int
     gen_replay_buffer_capacity: int
@@ -311,8 +317,13 @@ def _resolve(values: Mapping[str, Any]) -> ResolvedGAILConfig:
     if label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label):
         raise L2LError(f"--label {label!r} must be a directory name: letters, digits, '.', '_', '-'")
     count = {key: _positive_int(key, values[key]) for key in (
-        "timesteps", "demo_episodes", "eval_every", "eval_episodes", "n_envs", "demo_batch_size",
-        "n_disc_updates_per_round", "l2l_meta_every")}
+        "timesteps", "demo_episodes", "eval_every", "eval_episodes", "n_envs",
+        "demo_batch_size", "n_disc_updates_per_round", "l2l_meta_every")}
+    eval_envs = OMITTED_AT["eval_envs"] if values["eval_envs"] is None else values["eval_envs"]
+    count["eval_envs"] = _positive_int("eval_envs", eval_envs)
+    if count["eval_envs"] > count["eval_episodes"]:
+        raise L2LError(f"--eval-envs {count['eval_envs']} is more than --eval-episodes "
+                       f"{count['eval_episodes']}: an environment would run no episode")
     rate = {key: _non_negative(key, values[key])
             for key in ("disc_lr", "gp_coef", "l2l_meta_lr", "l2l_dual_lr")}
     flags = {key: _flag(key, values[key]) for key in ("obs_norm", "fixed_horizon")}
@@ -341,7 +352,7 @@ def _resolve(values: Mapping[str, Any]) -> ResolvedGAILConfig:
     return ResolvedGAILConfig(
         task=values["task"], method=method, seed=values["seed"], timesteps=count["timesteps"],
         demo_episodes=count["demo_episodes"], eval_every=count["eval_every"],
-        eval_episodes=count["eval_episodes"], n_envs=count["n_envs"],
+        eval_episodes=count["eval_episodes"], eval_envs=count["eval_envs"], n_envs=count["n_envs"],
         demo_batch_size=count["demo_batch_size"], gen_replay_buffer_capacity=capacity,
         n_disc_updates_per_round=count["n_disc_updates_per_round"], disc_lr=rate["disc_lr"],
         gp_coef=rate["gp_coef"], obs_norm=flags["obs_norm"], fixed_horizon=flags["fixed_horizon"],

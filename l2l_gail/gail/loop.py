@@ -64,12 +64,14 @@ def train_round(trainer: GAILTrainer) -> float:
 
 
 def evaluate_generator(trainer: GAILTrainer, prepared: Prepared) -> tuple[float, float]:
-    """Mean and std of the true return over ``eval_episodes`` deterministic episodes.
+    """Mean and std of the true return over ``eval_episodes`` deterministic episodes, on
+    ``eval_envs`` environments side by side.
 
-    The evaluation environment is re-seeded every time, so every evaluation of every run
-    starts from the same initial states and the global RNGs are left untouched.
+    The evaluation environments are re-seeded every time (environment ``i`` with the run's
+    seed + offset + ``i``), so every evaluation of every run starts from the same initial states
+    and the global RNGs are left untouched.
     """
-    env = DummyVecEnv([lambda: Monitor(prepared.task.make_env())])
+    env = DummyVecEnv([lambda: Monitor(prepared.task.make_env())] * prepared.config.eval_envs)
     env.seed(prepared.config.seed + EVAL_SEED_OFFSET)
     try:
         return evaluate(trainer.gen_algo, env, prepared.config.eval_episodes)

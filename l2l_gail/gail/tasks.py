@@ -72,6 +72,7 @@ SCHEMA: dict[str, Any] = {
         "demo_episodes": int,
         "eval_every": int,
         "eval_episodes": int,
+        "eval_envs?": int,
         "n_envs": int,
         "demo_batch_size": int,
         "gen_replay_buffer_capacity?": int,
