@@ -114,7 +114,7 @@ def _edit_text(tmp_path: Path, old: str, new: str) -> Path:
     ("disc_lr: 0.0003", "disc_lr: 3e-4", ("gail", "disc_lr"), 3e-4),
     ("  timesteps: 1000000\n  demo_episodes", "  timesteps: 1e6\n  demo_episodes", ("gail", "timesteps"),
      1_000_000),
-    ("n_disc_updates_per_round: 4", "n_disc_updates_per_round: 4.0", ("gail", "n_disc_updates_per_round"), 4),
+    ("n_disc_updates_per_round: 8", "n_disc_updates_per_round: 8.0", ("gail", "n_disc_updates_per_round"), 8),
     (f"learning_rate: {HOPPER_LR}", 'learning_rate: "2.5e-4"', ("gail", "ppo", "learning_rate"), 2.5e-4),
     ("learning_rate: 0.0003", "learning_rate: 3e-4", ("expert", "hyperparams", "learning_rate"), 3e-4),
     ("net_arch:\n    - 64\n    - 64", "net_arch: ['64', '64']", ("gail", "ppo", "net_arch"), [64, 64]),
