@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
+from imitation.util import networks
 from stable_baselines3 import PPO
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
@@ -170,12 +171,8 @@ class L2LPPO(PPO):
         """
         buffer = self.rollout_buffer
         idx = self.heldout_rng.integers(buffer.buffer_size * buffer.n_envs, size=self.batch_size)
-        training = self.policy.training
-        self.policy.set_training_mode(False)
-        try:
+        with networks.evaluating(self.policy):
             return ppo_loss(self, EvaluateActions(self.policy), params, compat.rollout_samples(buffer, idx))
-        finally:
-            self.policy.set_training_mode(training)
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs beyond the policy and its optimizer: ``heldout_rng``'s state."""
