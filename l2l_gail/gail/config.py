@@ -174,7 +174,8 @@ class GAILConfig:
     e.g. to compare variants of one method; default: the method's name"""
 
     def resolved(self, task: TaskSpec) -> ResolvedGAILConfig:
-        """Every ``None`` filled from ``task.gail``, ``ppo`` merged over the task's, all checked.
+        """Every ``None`` filled from ``task.gail`` (an option the task file lacks: the value it had
+        before the option existed, :data:`OMITTED_AT`), ``ppo`` merged over the task's, all checked.
 
         Raises:
             L2LError: an unknown method, target or objective, a bad label, impossible numbers,
@@ -182,8 +183,8 @@ class GAILConfig:
         """
         values = dataclasses.asdict(self)
         for key, value in values.items():
-            if value is None and key in task.gail:
-                values[key] = task.gail[key]
+            if value is None:
+                values[key] = task.gail[key] if key in task.gail else OMITTED_AT.get(key)
         values["ppo"] = {**task.gail["ppo"], **self.ppo}
         return _resolve(values)
 
@@ -276,8 +277,7 @@ def _positive_int(key: str, value: Any) -> int:
 
 
 def _flag(key: str, value: Any) -> bool:
-    """A yes/no option: unset (``None``) is its value before the option existed."""
-    value = OMITTED_AT[key] if value is None else value
+    """A yes/no option (unset, it is already its value before the option existed)."""
     if not isinstance(value, bool):
         raise L2LError(f"--{key.replace('_', '-')} must be true or false, got {value!r}")
     return value
@@ -317,17 +317,15 @@ def _resolve(values: Mapping[str, Any]) -> ResolvedGAILConfig:
     if label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label):
         raise L2LError(f"--label {label!r} must be a directory name: letters, digits, '.', '_', '-'")
     count = {key: _positive_int(key, values[key]) for key in (
-        "timesteps", "demo_episodes", "eval_every", "eval_episodes", "n_envs",
+        "timesteps", "demo_episodes", "eval_every", "eval_episodes", "eval_envs", "n_envs",
         "demo_batch_size", "n_disc_updates_per_round", "l2l_meta_every")}
-    eval_envs = OMITTED_AT["eval_envs"] if values["eval_envs"] is None else values["eval_envs"]
-    count["eval_envs"] = _positive_int("eval_envs", eval_envs)
     if count["eval_envs"] > count["eval_episodes"]:
         raise L2LError(f"--eval-envs {count['eval_envs']} is more than --eval-episodes "
                        f"{count['eval_episodes']}: an environment would run no episode")
     rate = {key: _non_negative(key, values[key])
             for key in ("disc_lr", "gp_coef", "l2l_meta_lr", "l2l_dual_lr")}
     flags = {key: _flag(key, values[key]) for key in ("obs_norm", "fixed_horizon")}
-    demos = _choice(values["demos"] or OMITTED_AT["demos"], DEMO_KINDS, "--demos")
+    demos = _choice(values["demos"], DEMO_KINDS, "--demos")
     max_step = values["l2l_max_step"]
     max_step = None if max_step is None else _non_negative("l2l_max_step", max_step)
     budget = values["l2l_budget"]
