@@ -218,16 +218,14 @@ def run(args: argparse.Namespace) -> int:
         existing = [p for p in targets if p.exists()]
         if existing and not args.force:
             raise L2LError(f"{existing[0]} exists: pass --force to overwrite the {task} results")
-        prepared = {v.label: prepare(GAILConfig(
-            task=task, timesteps=args.timesteps, eval_every=args.eval_every, seed=seeds[0],
-            label=None if v.label in methods else v.label, **v.options)) for v in variants}
+        prepared = prepare_variants(args, task, variants, seeds[0], methods)
         plans.append((task, output, prepared))
     if args.throughput:
         for task, output, prepared in plans:
             write_throughput(output, task, throughput(prepared, args.repeats, args.rounds))
         return 0
     runs_dir = Path(args.runs_dir or DEFAULT_ROOT)
-    result = run_bench(args, tasks, variants, seeds)
+    result = run_bench(args, bench_jobs(args, tasks, variants, seeds))
     unfinished = {job.run_dir.parents[1].name for job, o in result.outcomes.items()
                   if o.status not in ("done", "skipped")}
     for task, output, _ in plans:
@@ -242,18 +240,26 @@ def run(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0 if result.ok else 1
 
 
-def bench_grid(args: argparse.Namespace, tasks: list[str], variants: list[Variant], seeds: list[int]) -> Grid:
-    """The grid of ``variants`` x ``seeds`` on ``tasks`` in the benchmark's experiments
+def prepare_variants(args: argparse.Namespace, task: str, variants: Sequence[Variant], seed: int,
+                     methods: Sequence[str]) -> dict[str, Prepared]:
+    """Each variant's configuration on ``task`` at the benchmark's budget, checked; the runs of
+    ``methods`` are named by their method, the others by their label."""
+    return {v.label: prepare(GAILConfig(
+        task=task, timesteps=args.timesteps, eval_every=args.eval_every, seed=seed,
+        label=None if v.label in methods else v.label, **v.options)) for v in variants}
+
+
+def bench_jobs(args: argparse.Namespace, tasks: list[str], variants: list[Variant],
+               seeds: list[int]) -> list[Job]:
+    """The runs of ``variants`` x ``seeds`` on ``tasks`` in the benchmark's experiments
     (``bench-<task>``): one command line for every stage that shares them."""
-    return Grid("gail", tasks, variants, seeds, {"timesteps": args.timesteps, "eval-every": args.eval_every,
+    grid = Grid("gail", tasks, variants, seeds, {"timesteps": args.timesteps, "eval-every": args.eval_every,
                                                  "threads": args.threads}, experiment="bench-{task}")
+    return grid.jobs(Path(args.runs_dir or DEFAULT_ROOT))
 
 
-def run_bench(args: argparse.Namespace, tasks: list[str], variants: list[Variant], seeds: list[int],
-              *, extra: Sequence[Job] = ()) -> SweepResult:
-    """Run :func:`bench_grid` (and ``extra`` jobs) as a sweep and report it."""
-    runs_dir = Path(args.runs_dir or DEFAULT_ROOT)
-    jobs = [*(bench_grid(args, tasks, variants, seeds).jobs(runs_dir) if variants else []), *extra]
+def run_bench(args: argparse.Namespace, jobs: Sequence[Job]) -> SweepResult:
+    """Run ``jobs`` as a sweep with the script's options and report it."""
     result = run_jobs(jobs, workers=args.jobs, address=args.address, max_retries=args.max_retries,
                       progress=not args.no_progress)
     report(result)
@@ -315,9 +321,7 @@ def tune(args: argparse.Namespace, seeds: list[int]) -> int:
             for lr in lr_mults for up in update_mults}
         variants = [Variant(label, {"method": "gail", **v}) for label, v in grid[task].items()]
         jobs += Grid("gail", [task], variants, seeds, options, experiment="tune-{task}").jobs(runs_dir)
-    result = run_jobs(jobs, workers=args.jobs, address=args.address, max_retries=args.max_retries,
-                      progress=not args.no_progress)
-    report(result)
+    result = run_bench(args, jobs)
     if not result.ok:
         print("tuning not summarised: some runs did not finish (the same command continues them)")
         return 130 if result.interrupted else 1
@@ -443,9 +447,9 @@ def v2(args: argparse.Namespace, seeds: list[int]) -> int:
         variants = [Variant(m, {"method": m}) for m in V2_REFERENCES] + [
             Variant(label, candidate_options(label, budget)) for label in V2_CANDIDATES] + [
             Variant(label, options) for label, options in V2_EXTRAS.items()]
-        result = run_bench(args, tasks, variants, seeds)
+        result = run_bench(args, bench_jobs(args, tasks, variants, seeds))
         if result.ok:  # phi transferred: needs the l2l-gail runs just finished
-            result = run_bench(args, tasks, [], seeds, extra=transfer_jobs(args, tasks, seeds))
+            result = run_bench(args, transfer_jobs(args, tasks, seeds))
             variants.append(Variant(V2_TRANSFER, {}))
     else:
         selected = _read(files["select"], "--v2 select")
@@ -453,7 +457,7 @@ def v2(args: argparse.Namespace, seeds: list[int]) -> int:
         tasks = (args.tasks or ",".join(V2_HELDOUT_TASKS)).split(",")
         variants = [Variant("gail", {"method": "gail"}), Variant("gail-gp", {"method": "gail-gp"}),
                     Variant(selected["label"], selected["options"])]
-        result = run_bench(args, tasks, variants, seeds)
+        result = run_bench(args, bench_jobs(args, tasks, variants, seeds))
     if not result.ok:
         print("not compared: some runs did not finish (the same command continues them)")
         return 130 if result.interrupted else 1
@@ -461,10 +465,8 @@ def v2(args: argparse.Namespace, seeds: list[int]) -> int:
                       methods=[v.label for v in variants])
     if args.v2 == "heldout":
         side_by_side = [v for v in variants if v.label in ("gail", selected["label"])]
-        rates = {task: throughput({v.label: prepare(GAILConfig(
-                     task=task, timesteps=args.timesteps, seed=seeds[0],
-                     label=None if v.label == "gail" else v.label, **v.options))
-                     for v in side_by_side}, args.repeats, args.rounds) for task in tasks}
+        rates = {task: throughput(prepare_variants(args, task, side_by_side, seeds[0], ("gail",)),
+                                  args.repeats, args.rounds) for task in tasks}
         record = heldout_targets(outputs.summary, selected, commit, rates)
         write_json(outputs.json, {**outputs.summary, **record})
         atomic_write_text(outputs.markdown, outputs.markdown.read_text() + "\n" + targets_markdown(record))
@@ -476,13 +478,13 @@ def transfer_jobs(args: argparse.Namespace, tasks: list[str], seeds: list[int]) 
     """``l2l-transfer`` on each task and seed: l2l-gail started from the ``phi`` that the same
     seed's l2l-gail run learned on the next task of ``tasks`` (the last on the first)."""
     runs_dir = Path(args.runs_dir or DEFAULT_ROOT)
-    jobs = []
+    jobs: list[Job] = []
     for i, task in enumerate(tasks):
         source = tasks[(i + 1) % len(tasks)]
         for seed in seeds:
             phi = runs_dir / "gail" / f"bench-{source}" / "l2l-gail" / f"seed{seed}" / "phi_discriminator.pt"
             variant = Variant(V2_TRANSFER, {"method": "l2l-gail", "l2l_init": str(phi.resolve())})
-            jobs += bench_grid(args, [task], [variant], [seed]).jobs(runs_dir)
+            jobs += bench_jobs(args, [task], [variant], [seed])
     return jobs
 
 
