@@ -38,8 +38,8 @@ before any v2 number was seen, each stage in the benchmark's experiments (``benc
 the reference arms' runs are the benchmark's own:
 
     .venv/bin/python scripts/bench_gail.py --v2 budget   # B from the tuned gail runs on hopper, halfcheetah
-    .venv/bin/python scripts/bench_gail.py --v2 dev      # the 6 candidates + gail, gail-gp, l2l-gail there,
-                                                         # the policy targets and phi transferred
+    .venv/bin/python scripts/bench_gail.py --v2 dev      # the 6 candidates + gail, gail-gp, l2l-gail there
+    .venv/bin/python scripts/bench_gail.py --v2 extras   # not candidates: the policy targets, phi transferred
     .venv/bin/python scripts/bench_gail.py --v2 select   # the plan's rule -> selected.json: commit it, then
     .venv/bin/python scripts/bench_gail.py --v2 heldout --seeds 0,1,2,3,4,5,6,7,8,9   # walker2d, ant
 
@@ -82,7 +82,7 @@ CONTROLS = ("l2l-frozen:method=l2l-gail,l2l_meta_lr=0",
             "adam-matched:method=l2l-gail,l2l_step_direction=adam")
 """The controls that are configurations of l2l-gail rather than methods, as ``--variant`` specs."""
 TUNE_TASKS = ("hopper", "halfcheetah")
-V2_STAGES = ("budget", "dev", "select", "heldout")
+V2_STAGES = ("budget", "dev", "extras", "select", "heldout")
 V2_DEV_TASKS = ("hopper", "halfcheetah")
 V2_HELDOUT_TASKS = ("walker2d", "ant")
 V2_REFERENCES = ("gail", "gail-gp", "l2l-gail")
@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a stage of the L2L-GAIL v2 study (results/gail/v2-plan.md): budget (B from "
                              "the benchmark's gail runs on --tasks, default "
                              f"{','.join(V2_DEV_TASKS)}), dev (its candidates beside "
-                             f"{', '.join(V2_REFERENCES)} there), select (the plan's rule on the dev "
+                             f"{', '.join(V2_REFERENCES)} there: v2-dev.json), extras (not candidates: "
+                             "the policy targets and phi transferred between the dev tasks: v2-extras.json), "
+                             "select (the plan's rule on the dev "
                              "results: selected.json), heldout (the selection, gail and gail-gp on --tasks, "
                              f"default {','.join(V2_HELDOUT_TASKS)}); files in --output-dir")
     parser.add_argument("--repeats", type=int, default=5, help="--throughput: round-robin repeats (median)")
@@ -423,9 +425,10 @@ def v2(args: argparse.Namespace, seeds: list[int]) -> int:
     """One stage of the v2 study (module docstring); every output is refused if it exists."""
     out, runs_dir = Path(args.output_dir), Path(args.runs_dir or DEFAULT_ROOT)
     files = {"budget": out / "v2-budget.json", "dev": out / "v2-dev.json",
-             "select": out / "selected.json", "heldout": out / "heldout.json"}
+             "extras": out / "v2-extras.json", "select": out / "selected.json",
+             "heldout": out / "heldout.json"}
     target = files[args.v2]
-    for path in (target, *output_paths(target)[1:]) if args.v2 in ("dev", "heldout") else (target,):
+    for path in (target, *output_paths(target)[1:]) if args.v2 in ("dev", "extras", "heldout") else (target,):
         if path.exists() and not args.force:
             raise L2LError(f"{path} exists: pass --force to overwrite it")
     if args.v2 == "select":
@@ -445,10 +448,14 @@ def v2(args: argparse.Namespace, seeds: list[int]) -> int:
     if args.v2 == "dev":
         tasks = (args.tasks or ",".join(V2_DEV_TASKS)).split(",")
         variants = [Variant(m, {"method": m}) for m in V2_REFERENCES] + [
-            Variant(label, candidate_options(label, budget)) for label in V2_CANDIDATES] + [
+            Variant(label, candidate_options(label, budget)) for label in V2_CANDIDATES]
+        result = run_bench(args, bench_jobs(args, tasks, variants, seeds))
+    elif args.v2 == "extras":  # beside gail and l2l-gail (v1), whose phi the transfer starts from
+        tasks = (args.tasks or ",".join(V2_DEV_TASKS)).split(",")
+        variants = [Variant(m, {"method": m}) for m in ("gail", "l2l-gail")] + [
             Variant(label, options) for label, options in V2_EXTRAS.items()]
         result = run_bench(args, bench_jobs(args, tasks, variants, seeds))
-        if result.ok:  # phi transferred: needs the l2l-gail runs just finished
+        if result.ok:  # phi transferred: needs the l2l-gail runs finished
             result = run_bench(args, transfer_jobs(args, tasks, seeds))
             variants.append(Variant(V2_TRANSFER, {}))
     else:
