@@ -1,0 +1,42 @@
+"""scripts/bench_rule_cost.py: the FLOP floor beside the timings, and the report's verdicts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from l2l_gail.core import LearnedOptimizer, MLPRule, MLPRuleConfig
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_rule_cost.py"
+spec = importlib.util.spec_from_file_location("bench_rule_cost", SCRIPT)
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def test_step_flops_count_the_pass_and_the_rules_products_per_coordinate():
+    model = nn.Linear(6, 3)  # 21 parameters
+    x, y = torch.rand(4, 6), torch.randint(0, 3, (4,))
+    fwd_bwd, adam = bench.step_flops(model, torch.optim.Adam(model.parameters()), x, y)
+    # forward 2 * 4 * 6 * 3, the weight's gradient as much again; the input needs no gradient
+    assert (fwd_bwd, adam) == (2 * 2 * 4 * 6 * 3, 0.0)
+    config = MLPRuleConfig(hidden_size=3)
+    _, rule = bench.step_flops(model, LearnedOptimizer(model.parameters(), learned=MLPRule(config)), x, y)
+    # per coordinate: 7 feature rows into two blocks of 3 units, one 3 x 3 hidden layer, 2 outputs;
+    # once per step: the time embedding's share of the bias
+    assert rule == 21 * 2 * (7 * 2 * 3 + 3 * 3 + 3 * 2) + 2 * len(config.time_scales) * 3
+
+
+def test_report_states_the_floor_and_the_verdicts(tmp_path):
+    assert bench.main(["--repeats", "2", "--steps", "1", "--warmup", "1", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "rule_cost.json").read_text())
+    for key in ("mlp_optimizee", "small_cnn"):
+        flops = record["cost"][key]["flops_per_param"]
+        assert record["cost"][key]["mlp_rule_flop_floor"] == 1 + flops["mlp_rule"] / flops["fwd_bwd"]
+    text = (tmp_path / "rule_cost.md").read_text()
+    floor = record["cost"]["mlp_optimizee"]["mlp_rule_flop_floor"]
+    assert f"put the floor at {floor:.3f}, above the target 1.3" in text
+    assert "| mlp_optimizee | 514 | 0 | 160 |" in text
