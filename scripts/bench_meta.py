@@ -116,13 +116,19 @@ LEARNED: dict[str, tuple[dict[str, Any], int]] = {
     "mlp-meta2": ({"rule": "mlp"}, 2),
     "lstm-metalr1e-3": ({"rule": "lstm", "meta-lr": 1e-3}, 0),
     "mlp-metalr1e-3": ({"rule": "mlp", "meta-lr": 1e-3}, 0),
+    "mlp-adam20": ({"rule": "mlp", "rule-init": "adam", "clean-weight": 20}, 0),
+    "mlp-adam20-meta1": ({"rule": "mlp", "rule-init": "adam", "clean-weight": 20}, 1),
+    "mlp-adam20-meta2": ({"rule": "mlp", "rule-init": "adam", "clean-weight": 20}, 2),
 }
 """The frontier's learned optimizers: label -> (the `l2l meta train` options that make it, the
 library's defaults otherwise; its meta-training seed). ``-sym``: odd in the gradient history, so a
 drift that ignores the gradient -- one way meta-training collapses -- cannot be learned.
 ``-meta<k>``: the same rule meta-trained from another seed, which measures how much the outcome
 of meta-training, collapse included, depends on it. ``-metalr1e-3``: meta-trained at Adam lr 1e-3
-on phi, 1606.04474's code default (``--meta-lr`` sets the others')."""
+on phi, 1606.04474's code default (``--meta-lr`` sets the others'). ``-adam20``: ``phi`` starts as
+the MLP rule's exact Adam clone and the unroll's final clean loss is weighted 20, as much as its 20
+adversarial terms: the two changes that stopped meta-training from collapsing (README: "Meta-training
+collapses")."""
 FRONTIER_META_DATA = "mnist-5k"
 """Every learned optimizer of the frontier is meta-trained here (settings c and d transfer it)."""
 VARIANT_NOTES = {"cleangrad": " (LSTM reads clean gradients)", "lstm1x10": " (LSTM 1 x 10 units)",

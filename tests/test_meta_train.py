@@ -108,11 +108,33 @@ def test_eps_warmup_ramps_from_zero() -> None:
     ({"meta_lr": 0.0}, "--meta-lr must be > 0, got 0.0"),
     ({"eps_warmup": -1}, "--eps-warmup must be >= 0, got -1"),
     ({"clean_weight": -1.0}, "--clean-weight must be >= 0, got -1.0"),
+    ({"rule_init": "zeros"}, "--rule-init must be one of random, adam, got 'zeros'"),
+    ({"rule_init": "adam"}, "--rule-init adam needs --rule mlp"),
 ])
 def test_bad_configuration_is_one_line_error(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(L2LError, match=message.replace("[", r"\[").replace("]", r"\]")) as info:
         tiny(**overrides).validate()
     assert "\n" not in str(info.value)
+
+
+def test_rule_init_adam_starts_phi_at_adams_step() -> None:
+    """--rule-init adam: the first meta-step starts from Adam at lr 1e-3 (the clone is exact);
+    the option is recorded only when it is not the behaviour of runs that predate it."""
+    config = tiny(rule="mlp", rule_init="adam")
+    config.validate()
+    model, reference = MLP(784, 10, 8), MLP(784, 10, 8)
+    reference.load_state_dict(model.state_dict())
+    optimizers = (LearnedOptimizer(model.parameters(), learned=config.build_rule()),
+                  torch.optim.Adam(reference.parameters(), lr=1e-3))
+    x = torch.rand(16, 784)
+    for _ in range(3):
+        for net, optimizer in zip((model, reference), optimizers, strict=True):
+            optimizer.zero_grad()
+            net(x).square().mean().backward()
+            optimizer.step()
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+    assert config_dict(config)["rule_init"] == "adam" and "rule_init" not in config_dict(tiny(rule="mlp"))
 
 
 def test_eps_defaults_to_the_data_sets_standard_and_is_recorded() -> None:

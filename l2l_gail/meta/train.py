@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from l2l_gail.core import (
     RULE_NAMES,
     LSTMRuleConfig,
+    MLPRule,
     MLPRuleConfig,
     Params,
     StepLoss,
@@ -78,7 +79,9 @@ TRAIN_ATTACKS = ("fgsm", "pgd")
 LSTM_OPTIONS = ("hidden_size", "num_layers", "output_scale", "preprocess_p")
 """The :class:`MetaConfig` fields that shape only the LSTM rule."""
 OMITTED_AT: dict[str, Any] = {"rule": "lstm", "activation": "sigmoid", "max_step": None,
-                              "sign_symmetric": False, "test_size": None}
+                              "sign_symmetric": False, "test_size": None, "rule_init": "random"}
+RULE_INITS = ("random", "adam")
+"""``--rule-init`` choices: where ``phi`` starts."""
 """Options added after the first meta runs, with the value those runs had: ``config.yaml`` leaves
 an option out at that value (:func:`config_dict`), so an older run's file, which lacks the key,
 compares equal on ``--resume`` -- and a run started since with ReLU optimizees (the default now)
@@ -138,6 +141,11 @@ class MetaConfig:
     rule: str = "lstm"
     """the learned update rule: lstm (the coordinatewise LSTM of 1606.04474 and 2008.05247) or mlp
     (a per-parameter MLP over Adam-like features, 1810.10180; its own default shape)"""
+    rule_init: str = "random"
+    """where phi starts: random (the network's own initialisation, as in 1606.04474 and 1810.10180)
+    or adam (mlp rule only: its exact Adam clone, lr 1e-3, as l2l-gail's phi starts from Adam; a
+    random phi can make steps that wreck the first optimizee, whose meta-gradient then leaves phi
+    at a rule that does not train)"""
     hidden_size: int = 20
     """lstm rule: units per layer"""
     num_layers: int = 2
@@ -172,7 +180,10 @@ class MetaConfig:
 
     def build_rule(self) -> UpdateRule:
         """A fresh rule of this configuration, in absolute steps (what meta-training trains)."""
-        return rule_type(self.rule)(self.optimizer_config())
+        config = self.optimizer_config()
+        if self.rule_init == "adam" and isinstance(config, MLPRuleConfig):
+            return MLPRule.adam_clone(config, step_units="absolute", seed=self.seed)
+        return rule_type(self.rule)(config)
 
     def resolved_eps(self) -> float:
         """``eps``, or the data set's standard radius when it is unset."""
@@ -189,6 +200,10 @@ class MetaConfig:
         check_activation(self.activation)
         if self.rule not in RULE_NAMES:
             raise L2LError(f"--rule must be one of {', '.join(RULE_NAMES)}, got {self.rule!r}")
+        if self.rule_init not in RULE_INITS:
+            raise L2LError(f"--rule-init must be one of {', '.join(RULE_INITS)}, got {self.rule_init!r}")
+        if self.rule_init == "adam" and self.rule != "mlp":
+            raise L2LError("--rule-init adam needs --rule mlp (only the MLP rule has an exact Adam clone)")
         if self.rule != "lstm":
             defaults = MetaConfig()
             changed = [k for k in LSTM_OPTIONS if getattr(self, k) != getattr(defaults, k)]
