@@ -17,10 +17,9 @@ processes than cores. Other processes still share the caches. The ratios to Adam
 result; the milliseconds are for reference. Issue 15's targets: MLP rule <= 1.3 x Adam on the
 meta MLP and <= 1.1 x on the small CNN. Writes ``<out>/rule_cost.json`` and ``<out>/rule_cost.md``.
 
-Beside the times, the floor that arithmetic alone sets: the floating-point operations of the
-matrix products in a forward and backward pass and in each optimizer's step, counted by
-``torch.utils.flop_counter`` (elementwise operations are not counted), and the ratio a rule's
-training step could not go below even if Adam's step and every elementwise pass were free.
+Beside the times, what the arithmetic weighs: the floating-point operations of the matrix
+products in a forward and backward pass and in each optimizer's step, per parameter, counted by
+``torch.utils.flop_counter`` (elementwise operations are not counted), and the MLP rule's share.
 
     nice python scripts/bench_rule_cost.py                  # the committed numbers
     python scripts/bench_rule_cost.py --repeats 5 --out /tmp/cost
@@ -123,7 +122,7 @@ def step_times(name: str, width: int | None, args: argparse.Namespace) -> dict[s
     flops = {key: step_flops(*setups[key], x, y) for key in ("adam_ms", "mlp_rule_ms")}
     row["flops_per_param"] = {"fwd_bwd": flops["adam_ms"][0] / row["params"],
                               **{key[:-3]: step / row["params"] for key, (_, step) in flops.items()}}
-    row["mlp_rule_flop_floor"] = 1 + row["flops_per_param"]["mlp_rule"] / row["flops_per_param"]["fwd_bwd"]
+    row["mlp_rule_flop_share"] = row["flops_per_param"]["mlp_rule"] / row["flops_per_param"]["fwd_bwd"]
     return row
 
 
@@ -167,14 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         "Ratios: median over rounds of the round's time over Adam's in the same round, with the "
         "quartiles in brackets.", "",
         "| optimizee | params | Adam ms | LSTM ms | MLP rule ms | LSTM / Adam | MLP rule / Adam | "
-        "MLP rule's FLOP floor | target |",
+        "MLP rule's products / pass's | target |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, row in cost.items():
         verdict = "met" if row["mlp_rule_ratio"] <= TARGETS[key] else "not met"
         lines.append(f"| {key} | {int(row['params']):,} | {row['adam_ms']:.3f} | {row['lstm_ms']:.3f} | "
                      f"{row['mlp_rule_ms']:.3f} | {_ratio(row, 'lstm')} | {_ratio(row, 'mlp_rule')} | "
-                     f"{row['mlp_rule_flop_floor']:.3f} | <= {TARGETS[key]} ({verdict}) |")
+                     f"{row['mlp_rule_flop_share']:.1%} | <= {TARGETS[key]} ({verdict}) |")
     lines += ["", "The optimizer's step alone (ms, same rounds, on the last gradients), for reference:", "",
               "| optimizee | Adam | LSTM | MLP rule |", "|---|---|---|---|"]
     lines += [f"| {key} | {row['step_only']['adam_ms']:.3f} | {row['step_only']['lstm_ms']:.3f} | "
@@ -185,23 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {key} | " + " | ".join(f"{row['flops_per_param'][k]:,.0f}" for k in
                                          ("fwd_bwd", "adam", "mlp_rule")) + " |"
               for key, row in cost.items()]
-    lines += ["", "The FLOP floor is 1 + the MLP rule step's FLOPs over the forward and backward pass's: the "
-              "ratio to Adam that a training step with the rule could not go below even if Adam's step and "
-              "every elementwise pass cost nothing and the rule's small products ran as fast as the "
-              "optimizee's. The rule's step is, per coordinate, a product with 7 feature rows (parameter, "
+    share = cost["mlp_optimizee"]["mlp_rule_flop_share"]
+    lines += ["", "The MLP rule's step is, per coordinate, a product with 7 feature rows (parameter, "
               "gradient, five momenta) into two blocks of 4 units (the Adam directions divided after it), "
-              "a 4 x 4 hidden layer and 2 outputs (`MLPRule.step_in_place`), plus elementwise passes for the "
-              "memory, the normalisers and Adam's denominator. On the meta MLP a forward and backward pass "
-              "costs only about 4 x 128 FLOPs per parameter (the first layer, which holds almost all of "
-              "them, needs no input gradient)."]
-    mlp = cost["mlp_optimizee"]
-    floor, target = mlp["mlp_rule_flop_floor"], TARGETS["mlp_optimizee"]
-    lines[-1] += (f" There the rule's products alone put the floor at {floor:.3f}, "
-                  f"above the target {target}: "
-                  "no implementation of this network meets it at batch 128; a narrower rule (fewer units "
-                  "or features) could." if floor > target else
-                  f" There the floor is {floor:.3f}, below the target {target}.")
-    lines[-1] += " On the small CNN each parameter is used at many positions, and the rule's share is small."
+              "a 4 x 4 hidden layer and 2 outputs (`MLPRule.step_in_place`), plus elementwise passes for "
+              "the memory, the normalisers and Adam's denominator; Adam's step is elementwise passes only. "
+              "On the meta MLP a forward and backward pass costs only about 4 x 128 FLOPs per parameter "
+              "(the first layer, which holds almost all of them, needs no input gradient), so the rule's "
+              f"products alone are {share:.0%} of its arithmetic, and the 1.3x target leaves the rule's step "
+              "30% of the pass plus 1.3 times Adam's step. On the small CNN each parameter is used at many "
+              "positions, and the rule's share is small. The ratios also move with what else the shared "
+              "machine runs (its caches are shared): compare them only within one run."]
     text = "\n".join(lines) + "\n"
     atomic_write_text(args.out / "rule_cost.md", text)
     print(text)
