@@ -105,6 +105,8 @@ FRONTIER_SETTINGS: dict[str, tuple[str, str, int | None]] = {
     "c": ("MNIST -> Fashion-MNIST (10,000 training images), eps 0.1", "fashion-mnist", 10_000),
 }
 FRONTIER_EPS = 0.1
+ADAM20: dict[str, Any] = {"rule": "mlp", "rule-init": "adam", "clean-weight": 20}
+"""The MLP rule started at its Adam clone, the unroll's final clean loss weighted 20."""
 LEARNED: dict[str, tuple[dict[str, Any], int]] = {
     "lstm": ({"rule": "lstm"}, 0),
     "mlp": ({"rule": "mlp"}, 0),
@@ -116,9 +118,9 @@ LEARNED: dict[str, tuple[dict[str, Any], int]] = {
     "mlp-meta2": ({"rule": "mlp"}, 2),
     "lstm-metalr1e-3": ({"rule": "lstm", "meta-lr": 1e-3}, 0),
     "mlp-metalr1e-3": ({"rule": "mlp", "meta-lr": 1e-3}, 0),
-    "mlp-adam20": ({"rule": "mlp", "rule-init": "adam", "clean-weight": 20}, 0),
-    "mlp-adam20-meta1": ({"rule": "mlp", "rule-init": "adam", "clean-weight": 20}, 1),
-    "mlp-adam20-meta2": ({"rule": "mlp", "rule-init": "adam", "clean-weight": 20}, 2),
+    **{f"mlp-{name}{f'-meta{seed}' if seed else ''}": (options, seed)
+       for name, options in (("adam20", ADAM20), ("compact20", {**ADAM20, "mlp-shape": "compact"}))
+       for seed in (0, 1, 2)},
 }
 """The frontier's learned optimizers: label -> (the `l2l meta train` options that make it, the
 library's defaults otherwise; its meta-training seed). ``-sym``: odd in the gradient history, so a
@@ -128,7 +130,7 @@ of meta-training, collapse included, depends on it. ``-metalr1e-3``: meta-traine
 on phi, 1606.04474's code default (``--meta-lr`` sets the others'). ``-adam20``: ``phi`` starts as
 the MLP rule's exact Adam clone and the unroll's final clean loss is weighted 20, as much as its 20
 adversarial terms: the two changes that stopped meta-training from collapsing (README: "Meta-training
-collapses")."""
+collapses"). ``-compact20``: the same with ``--mlp-shape compact``, the cheaper step."""
 FRONTIER_META_DATA = "mnist-5k"
 """Every learned optimizer of the frontier is meta-trained here (settings c and d transfer it)."""
 VARIANT_NOTES = {"cleangrad": " (LSTM reads clean gradients)", "lstm1x10": " (LSTM 1 x 10 units)",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from l2l_gail.core import LearnedOptimizer, LSTMRule
+from l2l_gail.core import LearnedOptimizer, LSTMRule, MLPRule
 from l2l_gail.errors import L2LError
 from l2l_gail.meta.apply import fit
 from l2l_gail.meta.optimizees import MLP
@@ -110,6 +110,8 @@ def test_eps_warmup_ramps_from_zero() -> None:
     ({"clean_weight": -1.0}, "--clean-weight must be >= 0, got -1.0"),
     ({"rule_init": "zeros"}, "--rule-init must be one of random, adam, got 'zeros'"),
     ({"rule_init": "adam"}, "--rule-init adam needs --rule mlp"),
+    ({"rule": "mlp", "mlp_shape": "tiny"}, "--mlp-shape must be one of default, compact, got 'tiny'"),
+    ({"mlp_shape": "compact"}, "--mlp-shape compact needs --rule mlp"),
 ])
 def test_bad_configuration_is_one_line_error(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(L2LError, match=message.replace("[", r"\[").replace("]", r"\]")) as info:
@@ -117,10 +119,11 @@ def test_bad_configuration_is_one_line_error(overrides: dict[str, object], messa
     assert "\n" not in str(info.value)
 
 
-def test_rule_init_adam_starts_phi_at_adams_step() -> None:
-    """--rule-init adam: the first meta-step starts from Adam at lr 1e-3 (the clone is exact);
-    the option is recorded only when it is not the behaviour of runs that predate it."""
-    config = tiny(rule="mlp", rule_init="adam")
+@pytest.mark.parametrize("shape", ["default", "compact"])
+def test_rule_init_adam_starts_phi_at_adams_step(shape: str) -> None:
+    """--rule-init adam: the first meta-step starts from Adam at lr 1e-3 (the clone is exact, in
+    either shape); the option is recorded only when it is not the behaviour of runs that predate it."""
+    config = tiny(rule="mlp", rule_init="adam", mlp_shape=shape)
     config.validate()
     model, reference = MLP(784, 10, 8), MLP(784, 10, 8)
     reference.load_state_dict(model.state_dict())
@@ -135,6 +138,15 @@ def test_rule_init_adam_starts_phi_at_adams_step() -> None:
     for p, q in zip(model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
     assert config_dict(config)["rule_init"] == "adam" and "rule_init" not in config_dict(tiny(rule="mlp"))
+
+
+def test_mlp_shape_compact_is_the_rule_it_names() -> None:
+    config = tiny(rule="mlp", mlp_shape="compact", rule_init="adam")
+    config.validate()
+    rule = config.build_rule()
+    assert isinstance(rule, MLPRule)
+    assert (rule.config.hidden_layers, rule.config.decays) == (1, (0.5, 0.9, 0.99))
+    assert config_dict(config)["mlp_shape"] == "compact" and "mlp_shape" not in config_dict(tiny(rule="mlp"))
 
 
 def test_eps_defaults_to_the_data_sets_standard_and_is_recorded() -> None:

@@ -67,14 +67,15 @@ def add(mode: argparse.ArgumentParser) -> None:
     """Add ``train`` and ``apply`` to the ``l2l meta`` parser ``mode``."""
     from l2l_gail.meta.apply import ApplyConfig
     from l2l_gail.meta.optimizees import OPTIMIZEES
-    from l2l_gail.meta.train import GRADIENT_SOURCES, RULE_INITS, TRAIN_ATTACKS, MetaConfig
+    from l2l_gail.meta.train import GRADIENT_SOURCES, MLP_SHAPES, RULE_INITS, TRAIN_ATTACKS, MetaConfig
 
     sub = add_commands(mode)
     train = add_command(sub, "train", "meta-train the learned optimizer on adversarial batches", _train,
                         "Meta-train the coordinatewise LSTM optimizer: fresh optimizees, adversarial (FGSM "
                         "or PGD) batches, truncated BPTT. Writes RUNS_DIR/meta/<name>/ with optimizer.pt.")
     add_dataclass_options(train, MetaConfig, skip=("seed",), choices={
-        "model": OPTIMIZEES, "attack": TRAIN_ATTACKS, "gradient": GRADIENT_SOURCES, "rule_init": RULE_INITS})
+        "model": OPTIMIZEES, "attack": TRAIN_ATTACKS, "gradient": GRADIENT_SOURCES, "rule_init": RULE_INITS,
+        "mlp_shape": tuple(MLP_SHAPES)})
     add_run_options(train, "<dataset>-<model>-<attack>-eps<eps>-seed<seed>")
     app = add_command(sub, "apply",
                       "train a new model on clean data with a learned optimizer, then attack it", _apply,

@@ -79,9 +79,17 @@ TRAIN_ATTACKS = ("fgsm", "pgd")
 LSTM_OPTIONS = ("hidden_size", "num_layers", "output_scale", "preprocess_p")
 """The :class:`MetaConfig` fields that shape only the LSTM rule."""
 OMITTED_AT: dict[str, Any] = {"rule": "lstm", "activation": "sigmoid", "max_step": None,
-                              "sign_symmetric": False, "test_size": None, "rule_init": "random"}
+                              "sign_symmetric": False, "test_size": None, "rule_init": "random",
+                              "mlp_shape": "default"}
 RULE_INITS = ("random", "adam")
 """``--rule-init`` choices: where ``phi`` starts."""
+MLP_SHAPES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "compact": {"hidden_layers": 1, "decays": (0.5, 0.9, 0.99)},
+}
+"""``--mlp-shape`` choices: :class:`MLPRuleConfig` fields of the MLP rule. ``default`` is
+learned_optimization's shape (two hidden layers of 4, five momenta); ``compact`` drops one hidden
+layer and two momenta, for a step that costs less beside a small model's short pass."""
 """Options added after the first meta runs, with the value those runs had: ``config.yaml`` leaves
 an option out at that value (:func:`config_dict`), so an older run's file, which lacks the key,
 compares equal on ``--resume`` -- and a run started since with ReLU optimizees (the default now)
@@ -141,6 +149,10 @@ class MetaConfig:
     rule: str = "lstm"
     """the learned update rule: lstm (the coordinatewise LSTM of 1606.04474 and 2008.05247) or mlp
     (a per-parameter MLP over Adam-like features, 1810.10180; its own default shape)"""
+    mlp_shape: str = "default"
+    """mlp rule: default (two hidden layers of 4 units, momenta at 5 decays, as
+    learned_optimization's MLP rules) or compact (one hidden layer, momenta at 0.5, 0.9, 0.99:
+    a cheaper step)"""
     rule_init: str = "random"
     """where phi starts: random (the network's own initialisation, as in 1606.04474 and 1810.10180)
     or adam (mlp rule only: its exact Adam clone, lr 1e-3, as l2l-gail's phi starts from Adam; a
@@ -173,7 +185,8 @@ class MetaConfig:
     def optimizer_config(self) -> LSTMRuleConfig | MLPRuleConfig:
         """The configuration of the rule ``rule`` names (the MLP rule's in absolute steps)."""
         if self.rule == "mlp":
-            return MLPRuleConfig(max_step=self.max_step, sign_symmetric=self.sign_symmetric)
+            return MLPRuleConfig(max_step=self.max_step, sign_symmetric=self.sign_symmetric,
+                                 **MLP_SHAPES[self.mlp_shape])
         return LSTMRuleConfig(hidden_size=self.hidden_size, num_layers=self.num_layers,
                               preprocess_p=self.preprocess_p, output_scale=self.output_scale,
                               max_step=self.max_step, sign_symmetric=self.sign_symmetric)
@@ -202,6 +215,10 @@ class MetaConfig:
             raise L2LError(f"--rule must be one of {', '.join(RULE_NAMES)}, got {self.rule!r}")
         if self.rule_init not in RULE_INITS:
             raise L2LError(f"--rule-init must be one of {', '.join(RULE_INITS)}, got {self.rule_init!r}")
+        if self.mlp_shape not in MLP_SHAPES:
+            raise L2LError(f"--mlp-shape must be one of {', '.join(MLP_SHAPES)}, got {self.mlp_shape!r}")
+        if self.mlp_shape != "default" and self.rule != "mlp":
+            raise L2LError(f"--mlp-shape {self.mlp_shape} needs --rule mlp")
         if self.rule_init == "adam" and self.rule != "mlp":
             raise L2LError("--rule-init adam needs --rule mlp (only the MLP rule has an exact Adam clone)")
         if self.rule != "lstm":
