@@ -305,8 +305,8 @@ def test_ctrl_c_stops_the_sweep_leaves_runs_resumable_and_no_process(tmp_path):
     driver = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        # Ray's start and two runs' imports take about 20 s here when idle; a loaded machine (a
-        # full suite beside two benchmark runs) took longer than 120 s once: wait up to 300 s
+        # Ray's start and two runs' imports take about 20 s when the machine is idle; on a loaded
+        # one (a full suite beside two benchmark runs) much longer: wait up to 300 s
         deadline = time.monotonic() + 300
         while not list(runs.glob("gail/*/gail/seed*/checkpoints/step_*.pt")):
             assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()[0]
