@@ -75,6 +75,7 @@ from l2l_gail.gail.tasks import load_task
 from l2l_gail.runs import DEFAULT_ROOT, atomic_write_text, write_json
 from l2l_gail.sweep import Grid, Job, SweepResult, Variant, run_jobs
 from l2l_gail.sweep.cli import report
+from l2l_gail.sweep.jobs import Outcome
 
 TASKS = ("hopper", "halfcheetah", "walker2d", "ant")
 METHODS = ("gail", "gail-gp", "l2l-gail", "sign-sgd")
@@ -234,11 +235,12 @@ def run(args: argparse.Namespace) -> int:
         if f"bench-{task}" in unfinished:
             print(f"{task}: not compared: some of its runs did not finish")
             continue
-        out = compare(runs_dir / "gail" / f"bench-{task}", output, force=args.force)
+        out = compare(runs_dir / "gail" / f"bench-{task}", output, force=args.force,
+                      methods=[v.label for v in variants])
         print_outputs(out)
     if args.benchmark_output is not None and not unfinished:
         write_benchmark(args.benchmark_output, [runs_dir / "gail" / f"bench-{t}" for t in tasks],
-                        args.tuning_file, force=args.force)
+                        args.tuning_file, force=args.force, methods=[v.label for v in variants])
     return 130 if result.interrupted else 0 if result.ok else 1
 
 
@@ -274,10 +276,12 @@ def print_outputs(out: CompareOutputs) -> None:
     print(f"results: {out.json}\ntable:   {out.markdown}\nplot:    {out.plot}")
 
 
-def write_benchmark(output: Path, experiments: list[Path], tuning_file: Path, *, force: bool) -> None:
-    """All tasks compared together (:func:`~l2l_gail.gail.compare.compare`), with the ``tuning``
-    record of ``tuning_file`` added to the JSON and the table (a note where it is missing)."""
-    out = compare(experiments, output, force=force)
+def write_benchmark(output: Path, experiments: list[Path], tuning_file: Path, *, force: bool,
+                    methods: Sequence[str] | None = None) -> None:
+    """All tasks compared together (:func:`~l2l_gail.gail.compare.compare`; only ``methods`` when
+    given: the experiments also hold the v2 study's runs), with the ``tuning`` record of
+    ``tuning_file`` added to the JSON and the table (a note where it is missing)."""
+    out = compare(experiments, output, force=force, methods=methods)
     tuning = json.loads(tuning_file.read_text()) if tuning_file.is_file() else None
     summary = {**out.summary, "tuning": tuning["tuning"] if tuning else None}
     write_json(out.json, summary)
@@ -455,8 +459,9 @@ def v2(args: argparse.Namespace, seeds: list[int]) -> int:
         variants = [Variant(m, {"method": m}) for m in ("gail", "l2l-gail")] + [
             Variant(label, options) for label, options in V2_EXTRAS.items()]
         result = run_bench(args, bench_jobs(args, tasks, variants, seeds))
-        if result.ok:  # phi transferred: needs the l2l-gail runs finished
-            result = run_bench(args, transfer_jobs(args, tasks, seeds))
+        if not result.interrupted and not stopped_runs(result).keys() & {"gail", "l2l-gail"}:
+            transfer = run_bench(args, transfer_jobs(args, tasks, seeds))  # needs l2l-gail's phi
+            result = SweepResult({**result.outcomes, **transfer.outcomes}, interrupted=transfer.interrupted)
             variants.append(Variant(V2_TRANSFER, {}))
     else:
         selected = _read(files["select"], "--v2 select")
@@ -465,20 +470,57 @@ def v2(args: argparse.Namespace, seeds: list[int]) -> int:
         variants = [Variant("gail", {"method": "gail"}), Variant("gail-gp", {"method": "gail-gp"}),
                     Variant(selected["label"], selected["options"])]
         result = run_bench(args, bench_jobs(args, tasks, variants, seeds))
-    if not result.ok:
+    stopped = stopped_runs(result)
+    must_finish = {"gail", "gail-gp", "l2l-gail"} & {v.label for v in variants}
+    if result.interrupted or stopped.keys() & must_finish or any(
+            o.status not in ("done", "skipped") and not diverged(o) for o in result.outcomes.values()):
         print("not compared: some runs did not finish (the same command continues them)")
         return 130 if result.interrupted else 1
+    # v2-plan.md: a run whose training diverged has no final; its configuration is reported with
+    # the error and counts as not stable
+    keep = [v.label for v in variants if v.label not in stopped or args.v2 == "heldout"]
     outputs = compare([runs_dir / "gail" / f"bench-{t}" for t in tasks], target, force=args.force,
-                      methods=[v.label for v in variants])
+                      methods=keep)
+    extra: dict[str, Any] = {"stopped": stopped}
     if args.v2 == "heldout":
         side_by_side = [v for v in variants if v.label in ("gail", selected["label"])]
         rates = {task: throughput(prepare_variants(args, task, side_by_side, seeds[0], ("gail",)),
                                   args.repeats, args.rounds) for task in tasks}
-        record = heldout_targets(outputs.summary, selected, commit, rates)
-        write_json(outputs.json, {**outputs.summary, **record})
-        atomic_write_text(outputs.markdown, outputs.markdown.read_text() + "\n" + targets_markdown(record))
+        extra.update(heldout_targets(outputs.summary, selected, commit, rates,
+                                     stopped=len(stopped.get(selected["label"], []))))
+    write_json(outputs.json, {**outputs.summary, **extra})
+    notes = ([targets_markdown(extra)] if args.v2 == "heldout" else []) + (
+        [stopped_markdown(stopped)] if stopped else [])
+    if notes:
+        atomic_write_text(outputs.markdown, outputs.markdown.read_text() + "\n" + "\n".join(notes))
     print_outputs(outputs)
     return 0
+
+
+def stopped_runs(result: SweepResult) -> dict[str, list[str]]:
+    """The runs of ``result`` whose training diverged, by label: ``<task>/seed<k>: <the error>``.
+    The trainers stop a run whose loss, meta-loss or gradient is not finite with an error that
+    says it diverged; any other failure is not a result (a wrong option, a full disk)."""
+    stopped: dict[str, list[str]] = {}
+    for job, outcome in result.outcomes.items():
+        if diverged(outcome):
+            task = job.run_dir.parents[1].name.removeprefix("bench-")
+            stopped.setdefault(job.run_dir.parent.name, []).append(
+                f"{task}/{job.run_dir.name}: {outcome.error or '(no message)'}")
+    return stopped
+
+
+def diverged(outcome: Outcome) -> bool:
+    """Whether a run ended because its training diverged (the trainers' error says so)."""
+    return outcome.status == "failed" and "diverged" in outcome.error
+
+
+def stopped_markdown(stopped: dict[str, list[str]]) -> str:
+    """The runs that stopped with an error, as a list under its heading."""
+    lines = ["Runs that stopped because training diverged (no final; their configuration counts as "
+             "not stable, results/gail/v2-plan.md):", ""]
+    lines += [f"- `{label}` {run}" for label, runs in stopped.items() for run in runs]
+    return "\n".join(lines) + "\n"
 
 
 def transfer_jobs(args: argparse.Namespace, tasks: list[str], seeds: list[int]) -> list[Job]:
@@ -510,9 +552,10 @@ def committed_in(path: Path) -> str:
 
 
 def heldout_targets(summary: dict[str, Any], selected: dict[str, Any], commit: str,
-                    rates: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+                    rates: dict[str, dict[str, list[float]]], *, stopped: int = 0) -> dict[str, Any]:
     """Issue 13's targets on the held-out comparison ``summary`` for the selected configuration;
-    ``rates[task]`` are env steps/s of ``gail`` and the selection measured side by side."""
+    ``rates[task]`` are env steps/s of ``gail`` and the selection measured side by side;
+    ``stopped`` runs of the selection diverged and count as failed."""
     label, tasks = selected["label"], summary["tasks"]
     aggregate = summary["aggregate"]
     improvement = summary["prob_improvement"][f"{label}>gail"]
@@ -525,7 +568,7 @@ def heldout_targets(summary: dict[str, Any], selected: dict[str, Any], commit: s
         "prob_improvement": improvement["p"], "prob_improvement_ci": improvement["ci"],
         "std_ratio": std,
         "collapsed": sum(tasks[t][label]["collapsed"] for t in tasks),
-        "failed": sum(tasks[t][label]["failed"] for t in tasks),
+        "failed": sum(tasks[t][label]["failed"] for t in tasks) + stopped,
         "throughput_ratio": min(ratio.values()), "throughput_ratio_by_task": ratio,
     }
     targets["met"] = {
@@ -602,6 +645,10 @@ def select_v2(dev: dict[str, Any], candidates: list[str], budget: dict[str, Any]
     failed and no collapsed run on any task, the highest aggregate IQM; within ``V2_TIE`` of it,
     the smallest mean across-seed std of the final return; if none is stable, the highest IQM of
     all, and ``stability_met`` is false."""
+    stopped = dev.get("stopped", {})
+    candidates = [c for c in candidates if c not in stopped]  # no final: not stable, no IQM
+    if not candidates:
+        raise L2LError("every candidate has a run whose training diverged: nothing to select")
     rows = {}
     for label in candidates:
         per_task = [dev["tasks"][task][label] for task in dev["tasks"]]
@@ -618,9 +665,10 @@ def select_v2(dev: dict[str, Any], candidates: list[str], budget: dict[str, Any]
     reason = (f"aggregate IQM {rows[label]['iqm']:.3f}{tie}"
               + (f"; {len(stable)} of {len(candidates)} candidates had no failed or collapsed run"
                  if stable else "; no candidate was free of failed and collapsed runs: the stability "
-                 "condition is not met"))
+                 "condition is not met")
+              + (f"; left out, a run diverged: {', '.join(stopped)}" if stopped else ""))
     return {"label": label, "options": candidate_options(label, budget), "stability_met": bool(stable),
-            "reason": reason, "candidates": rows, "tasks": list(dev["tasks"]),
+            "reason": reason, "candidates": rows, "stopped": stopped, "tasks": list(dev["tasks"]),
             "rule": "results/gail/v2-plan.md, selection rule"}
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from l2l_gail.errors import L2LError
+from l2l_gail.sweep import Job, SweepResult
+from l2l_gail.sweep.jobs import Outcome
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_gail.py"
 spec = importlib.util.spec_from_file_location("bench_gail", SCRIPT)
@@ -140,6 +142,31 @@ def test_v2_selection_rule():
     chosen = bench.select_v2(none_stable, ["l2l-kl", "l2l-logit"], budget)
     assert chosen["label"] == "l2l-logit" and not chosen["stability_met"]
     assert chosen["options"]["l2l_budget"] == 0.05 and "not met" in chosen["reason"]
+    # a candidate with a run that stopped with an error has no final: left out, even if its
+    # finished runs compare best
+    stopped = {**dev({"l2l-kl": (_dev_entry(0.5), _dev_entry(0.5))}),
+               "stopped": {"l2l-dir-ttur": ["hopper/seed2: error: meta-training diverged"]}}
+    stopped["tasks"]["hopper"]["l2l-dir-ttur"] = _dev_entry(0.99)
+    chosen = bench.select_v2(stopped, ["l2l-kl", "l2l-dir-ttur"], budget)
+    assert chosen["label"] == "l2l-kl"
+    assert "left out, a run diverged: l2l-dir-ttur" in chosen["reason"]
+    assert set(chosen["candidates"]) == {"l2l-kl"} and chosen["stopped"] == stopped["stopped"]
+    with pytest.raises(L2LError, match="every candidate has a run whose training diverged"):
+        bench.select_v2(stopped, ["l2l-dir-ttur"], budget)
+
+
+def test_diverged_runs_are_named_with_their_error(tmp_path):
+    """A run whose training diverged is reported by label, task and seed with its error; other
+    outcomes, other failures among them, are not."""
+    run = tmp_path / "gail" / "bench-hopper" / "l2l-dir-ttur" / "seed2"
+    error = "error: the meta-gradient is not finite: meta-training diverged; lower the meta learning rate"
+    jobs = [Job(str(k), (), run.with_name(f"seed{k}")) for k in range(3)]
+    result = SweepResult({jobs[2]: Outcome("failed", error), jobs[0]: Outcome("done"),
+                          jobs[1]: Outcome("failed", "error: cannot resume: the configuration differs")})
+    stopped = bench.stopped_runs(result)
+    assert stopped == {"l2l-dir-ttur": [f"hopper/seed2: {error}"]}
+    assert not bench.diverged(result.outcomes[jobs[1]])
+    assert "- `l2l-dir-ttur` hopper/seed2: error: the meta-gradient" in bench.stopped_markdown(stopped)
 
 
 def test_heldout_targets_and_their_table():
@@ -156,6 +183,7 @@ def test_heldout_targets_and_their_table():
     selected = {"label": "l2l-v2", "options": {"method": "l2l-gail", "l2l_step_norm": "adam"}}
     rates = {"walker2d": {"gail": [100.0, 110.0, 90.0], "l2l-v2": [80.0, 90.0, 85.0]},
              "ant": {"gail": [50.0], "l2l-v2": [49.0]}}
+    assert bench.heldout_targets(summary, selected, "a" * 40, rates, stopped=2)["targets"]["failed"] == 2
     record = bench.heldout_targets(summary, selected, "a" * 40, rates)
     targets = record["targets"]
     assert record["selected"] == {"label": "l2l-v2", "config": selected["options"], "commit": "a" * 40}
