@@ -229,19 +229,34 @@ def run(args: argparse.Namespace) -> int:
         return 0
     runs_dir = Path(args.runs_dir or DEFAULT_ROOT)
     result = run_bench(args, bench_jobs(args, tasks, variants, seeds))
+    # a run whose training diverged is a result (reported, beside its method's finished runs);
+    # any other unfinished run keeps its task from being compared
     unfinished = {job.run_dir.parents[1].name for job, o in result.outcomes.items()
-                  if o.status not in ("done", "skipped")}
+                  if o.status not in ("done", "skipped") and not diverged(o)}
+    stopped = stopped_runs(result)
     for task, output, _ in plans:
         if f"bench-{task}" in unfinished:
             print(f"{task}: not compared: some of its runs did not finish")
             continue
         out = compare(runs_dir / "gail" / f"bench-{task}", output, force=args.force,
                       methods=[v.label for v in variants])
+        add_stopped(out, {label: [r for r in runs if r.startswith(f"{task}/")]
+                          for label, runs in stopped.items()})
         print_outputs(out)
-    if args.benchmark_output is not None and not unfinished:
-        write_benchmark(args.benchmark_output, [runs_dir / "gail" / f"bench-{t}" for t in tasks],
-                        args.tuning_file, force=args.force, methods=[v.label for v in variants])
-    return 130 if result.interrupted else 0 if result.ok else 1
+    if args.benchmark_output is not None and not unfinished and not result.interrupted:
+        out = write_benchmark(args.benchmark_output, [runs_dir / "gail" / f"bench-{t}" for t in tasks],
+                              args.tuning_file, force=args.force, methods=[v.label for v in variants])
+        add_stopped(out, stopped)
+    return 130 if result.interrupted else 0 if result.ok or not unfinished else 1
+
+
+def add_stopped(out: CompareOutputs, stopped: dict[str, list[str]]) -> None:
+    """Add the runs whose training diverged to a comparison's JSON (``stopped``) and table."""
+    stopped = {label: runs for label, runs in stopped.items() if runs}
+    if stopped:
+        write_json(out.json, {**json.loads(out.json.read_text()), "stopped": stopped})
+        atomic_write_text(out.markdown, out.markdown.read_text() + "\n" + stopped_markdown(
+            stopped, "no final; the table compares the method's other runs"))
 
 
 def prepare_variants(args: argparse.Namespace, task: str, variants: Sequence[Variant], seed: int,
@@ -277,7 +292,7 @@ def print_outputs(out: CompareOutputs) -> None:
 
 
 def write_benchmark(output: Path, experiments: list[Path], tuning_file: Path, *, force: bool,
-                    methods: Sequence[str] | None = None) -> None:
+                    methods: Sequence[str] | None = None) -> CompareOutputs:
     """All tasks compared together (:func:`~l2l_gail.gail.compare.compare`; only ``methods`` when
     given: the experiments also hold the v2 study's runs), with the ``tuning`` record of
     ``tuning_file`` added to the JSON and the table (a note where it is missing)."""
@@ -289,6 +304,7 @@ def write_benchmark(output: Path, experiments: list[Path], tuning_file: Path, *,
             f"No tuning record ({tuning_file} is missing): run `scripts/bench_gail.py --tune` first.\n")
     atomic_write_text(out.markdown, out.markdown.read_text() + "\n" + note)
     print_outputs(out)
+    return out
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -515,10 +531,11 @@ def diverged(outcome: Outcome) -> bool:
     return outcome.status == "failed" and "diverged" in outcome.error
 
 
-def stopped_markdown(stopped: dict[str, list[str]]) -> str:
-    """The runs that stopped with an error, as a list under its heading."""
-    lines = ["Runs that stopped because training diverged (no final; their configuration counts as "
-             "not stable, results/gail/v2-plan.md):", ""]
+def stopped_markdown(stopped: dict[str, list[str]],
+                     consequence: str = "no final; their configuration counts as not stable, "
+                                        "results/gail/v2-plan.md") -> str:
+    """The runs whose training diverged, as a list under a heading that says what follows."""
+    lines = [f"Runs that stopped because training diverged ({consequence}):", ""]
     lines += [f"- `{label}` {run}" for label, runs in stopped.items() for run in runs]
     return "\n".join(lines) + "\n"
 

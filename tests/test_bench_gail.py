@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from l2l_gail.errors import L2LError
+from l2l_gail.gail.compare import CompareOutputs
 from l2l_gail.sweep import Job, SweepResult
 from l2l_gail.sweep.jobs import Outcome
 
@@ -167,6 +168,14 @@ def test_diverged_runs_are_named_with_their_error(tmp_path):
     assert stopped == {"l2l-dir-ttur": [f"hopper/seed2: {error}"]}
     assert not bench.diverged(result.outcomes[jobs[1]])
     assert "- `l2l-dir-ttur` hopper/seed2: error: the meta-gradient" in bench.stopped_markdown(stopped)
+    # in the benchmark, beside the method's other runs in its task's comparison
+    (tmp_path / "hopper.json").write_text('{"tasks": {}}')
+    (tmp_path / "hopper.md").write_text("| method |\n")
+    out = CompareOutputs(tmp_path / "hopper.json", tmp_path / "hopper.md", tmp_path / "a.png",
+                         tmp_path / "b.png", {}, {})
+    bench.add_stopped(out, {"gail": [], **stopped})
+    assert json.loads(out.json.read_text()) == {"tasks": {}, "stopped": stopped}
+    assert "diverged (no final; the table compares the method's other runs)" in out.markdown.read_text()
 
 
 def test_heldout_targets_and_their_table():
