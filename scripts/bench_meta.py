@@ -27,11 +27,11 @@ per-step cost table is timed in this process.
 ``--frontier`` runs the matched-accuracy frontier instead (issue 15): the LSTM rule and the MLP rule
 are meta-trained with the library's defaults on the offline MNIST images, a sweep of ``l2l meta
 train`` runs (``RUNS_DIR/meta/bench-frontier/<rule>/seed0/``); then every arm -- Adam at each of
-``--adam-lrs`` and each learned optimizer -- trains fresh MLPs on clean data, and PGD-10 adversarial
-training with Adam at each of ``--pgd-at-lrs`` (eps ramped up over the first epoch: at full eps
-from the start it collapses to a constant classifier) trains them as the reference of
-``gap_closed``; one
-sweep job per setting, arm and seed (this script with ``--run-curve SETTING:ARM:SEED``), evaluated at
+``--adam-lrs`` and each learned optimizer -- trains fresh optimizees (the MLP; in setting b, the
+small CNN the rules never saw in meta-training) on clean data, and PGD-10 adversarial training with
+Adam at each of ``--pgd-at-lrs`` (eps ramped up over the first epoch: at full eps from the start it
+collapses to a constant classifier) trains them as the reference of ``gap_closed``; one sweep job
+per setting, arm and seed (this script with ``--run-curve SETTING:ARM:SEED``), evaluated at
 ``--checkpoints`` evenly spaced steps from step 0 to the end: clean, FGSM and PGD-20 accuracy on
 ``--test-size`` held-out test images. The offline MNIST source holds only 500 test images, so the
 other 500 are carved from its training images, which then no run -- meta-training included -- ever
@@ -41,7 +41,7 @@ skipped on a re-run. :mod:`l2l_gail.meta.frontier` defines the frontier and the 
 ``<out>/frontier.{json,md,png}``, the ``cost`` block copied from ``<out>/rule_cost.json``
 (``scripts/bench_rule_cost.py``; or ``--cost-file``) when it exists.
 
-    python scripts/bench_meta.py --frontier      # settings a, d, c; 5 seeds
+    python scripts/bench_meta.py --frontier      # settings a, d, c, b; 5 seeds
 """
 
 from __future__ import annotations
@@ -98,12 +98,15 @@ SETTINGS: list[tuple[str, str, str, str, int | None, int | None, float]] = [
     ("variant-lstm1x10", "mnist-mlp-fgsm-eps0.1-lstm1x10", "mnist-5k", "small-cnn", 8, None, 0.1),
     ("variant-clean20", "mnist-mlp-fgsm-eps0.3-clean20", "mnist-5k", "mlp", None, None, 0.3),
 ]
-# the frontier's settings: name -> (description, dataset, training images (None: all)); MLP, eps 0.1
-FRONTIER_SETTINGS: dict[str, tuple[str, str, int | None]] = {
-    "a": ("MNIST MLP, eps 0.1", "mnist-5k", None),
-    "d": ("MNIST, 1,000 training images, eps 0.1", "mnist-5k", 1_000),
-    "c": ("MNIST -> Fashion-MNIST (10,000 training images), eps 0.1", "fashion-mnist", 10_000),
+# the frontier's settings: name -> (description, dataset, training images (None: all), optimizee); eps 0.1
+FRONTIER_SETTINGS: dict[str, tuple[str, str, int | None, str]] = {
+    "a": ("MNIST MLP, eps 0.1", "mnist-5k", None, "mlp"),
+    "d": ("MNIST, 1,000 training images, eps 0.1", "mnist-5k", 1_000, "mlp"),
+    "c": ("MNIST -> Fashion-MNIST (10,000 training images), eps 0.1", "fashion-mnist", 10_000, "mlp"),
+    "b": ("MLP -> small CNN (width 8), MNIST, eps 0.1", "mnist-5k", None, "small-cnn"),
 }
+FRONTIER_WIDTHS: dict[str, int | None] = {"mlp": None, "small-cnn": 8}
+"""Each frontier optimizee's width (``build_optimizee``; the MLP's default 20 hidden units)."""
 FRONTIER_EPS = 0.1
 ADAM20: dict[str, Any] = {"rule": "mlp", "rule-init": "adam", "clean-weight": 20}
 """The MLP rule started at its Adam clone, the unroll's final clean loss weighted 20."""
@@ -395,7 +398,7 @@ def publish_frontier_optimizer(rule: str, job: Job, args: argparse.Namespace) ->
 
 def curve_key(setting: str, arm: str, seed: int, args: argparse.Namespace) -> str:
     """``frontier-curves.json``'s key of a curve: everything its numbers depend on."""
-    _, dataset, train_size = FRONTIER_SETTINGS[setting]
+    _, dataset, train_size, optimizee = FRONTIER_SETTINGS[setting]
     meta = "-"
     if arm in LEARNED:
         meta_lr = LEARNED[arm][0].get("meta-lr", args.meta_lr)
@@ -403,7 +406,7 @@ def curve_key(setting: str, arm: str, seed: int, args: argparse.Namespace) -> st
                 f"lr{meta_lr:g}")
     elif arm.startswith("pgd-at-"):
         meta = "pgd10:eps-warmup-1-epoch"
-    return (f"{setting}|{dataset}|{train_size}|mlp|{FRONTIER_EPS}|{args.epochs}|{args.batch_size}|"
+    return (f"{setting}|{dataset}|{train_size}|{optimizee}|{FRONTIER_EPS}|{args.epochs}|{args.batch_size}|"
             f"{args.test_size}|{args.checkpoints}|{arm}|{meta}|{seed}")
 
 
@@ -422,16 +425,15 @@ def checkpoint_steps(total: int, count: int) -> list[int]:
 
 
 def run_curve(spec: str, args: argparse.Namespace) -> None:
-    """``--run-curve SETTING:ARM:SEED``: train a fresh MLP with the arm's optimizer on clean data (a
-    ``pgd-at-<lr>`` arm: on PGD-10 batches, eps ramped up over the first epoch), evaluating it at
-    :func:`checkpoint_steps`; writes the
-    checkpoints to the job's ``curve.json``."""
+    """``--run-curve SETTING:ARM:SEED``: train the setting's fresh optimizee with the arm's optimizer
+    on clean data (a ``pgd-at-<lr>`` arm: on PGD-10 batches, eps ramped up over the first epoch),
+    evaluating it at :func:`checkpoint_steps`; writes the checkpoints to the job's ``curve.json``."""
     setting, arm, seed_text = spec.split(":")
     seed = int(seed_text)
-    _, dataset, train_size = FRONTIER_SETTINGS[setting]
+    _, dataset, train_size, optimizee = FRONTIER_SETTINGS[setting]
     data = load_data(dataset, None, train_size, seed, test_size=args.test_size)
     torch.manual_seed(seed)  # the same initial network for every arm of a seed
-    model = build_optimizee("mlp", data.shape, data.num_classes)
+    model = build_optimizee(optimizee, data.shape, data.num_classes, width=FRONTIER_WIDTHS[optimizee])
     adversarial = arm.startswith("pgd-at-")
     if arm in LEARNED:
         opt: torch.optim.Optimizer = LearnedOptimizer(model.parameters(),
@@ -460,6 +462,7 @@ def run_curve(spec: str, args: argparse.Namespace) -> None:
                  on_step=evaluate)
     job = curve_job(setting, arm, seed, args)
     write_json(job.run_dir / "curve.json", {"curve": curve, "train_seconds": result.train_seconds,
+                                            "optimizee": optimizee,
                                             "train_size": len(data.train_y), "test_size": len(data.test_y)})
     last = curve[-1]
     print(f"[{time.strftime('%H:%M:%S')}] {job.name}: {len(curve)} checkpoints; step {last['step']}: clean "
@@ -499,14 +502,15 @@ def run_frontier(args: argparse.Namespace) -> int:
         return 130 if result.interrupted else 1
     entries = []
     for st in settings:
-        description, dataset, _ = FRONTIER_SETTINGS[st]
+        description, dataset, _, optimizee = FRONTIER_SETTINGS[st]
         runs = {arm: [cache[curve_key(st, arm, seed, args)] for seed in seeds] for arm in arms}
         curves = {arm: [{k: round(v, 6) for k, v in c.items()} for run in arm_runs for c in run["curve"]]
                   for arm, arm_runs in runs.items()}
         margins = frontier.setting_margins(curves, adam_arms, [*rules, *references])
         pgd, first_run = margins["pgd20"], runs[adam_arms[0]][0]
         entries.append({
-            "name": st, "description": description, "dataset": dataset, "model": "mlp", "eps": FRONTIER_EPS,
+            "name": st, "description": description, "dataset": dataset, "model": optimizee,
+            "eps": FRONTIER_EPS,
             "train_size": first_run["train_size"], "test_size": first_run["test_size"],
             "checkpoint_steps": [c["step"] for c in first_run["curve"]],
             "curves": curves,

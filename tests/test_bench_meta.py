@@ -36,7 +36,7 @@ def test_quick_setting_runs_as_jobs_and_is_gathered_then_skipped(tmp_path, capsy
 def test_frontier_plan_names_the_arms_and_refuses_bad_input(tmp_path):
     args = bench.parse_args(["--frontier", "--adam-lrs", "3e-4,0.001", "--pgd-at-lrs", "1e-2"])
     settings, adam, rules, refs, seeds = bench.frontier_plan(args)
-    assert (settings, adam) == (["a", "d", "c"], ["adam-3e-4", "adam-1e-3"])
+    assert (settings, adam) == (["a", "d", "c", "b"], ["adam-3e-4", "adam-1e-3"])
     assert rules[:4] == ["lstm", "mlp", "lstm-sym", "mlp-sym"]
     [(_, sym)] = bench.meta_grid("lstm-sym", args).commands(tmp_path)
     assert sym[-3:] == ["--rule", "lstm", "--sign-symmetric"] and "--test-size" in sym
@@ -62,4 +62,15 @@ def test_a_frontier_curve_is_evaluated_from_step_0_to_the_end(tmp_path):
     assert [c["step"] for c in done["curve"]] == [0, 3, 5, 8]  # 1,000 images at batch 128: 8 steps
     assert {c["seed"] for c in done["curve"]} == {3}
     assert all(0 <= c[k] <= 1 for c in done["curve"] for k in ("clean", "pgd20", "fgsm"))
-    assert (done["train_size"], done["test_size"]) == (1000, 50)
+    assert (done["train_size"], done["test_size"], done["optimizee"]) == (1000, 50, "mlp")
+
+
+def test_setting_b_trains_the_small_cnn(tmp_path):
+    args = bench.parse_args(["--frontier", "--quick", "--test-size", "20",
+                             "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs")])
+    bench.run_curve("b:adam-1e-3:0", args)
+    job = bench.curve_job("b", "adam-1e-3", 0, args)
+    done = json.loads((job.run_dir / "curve.json").read_text())
+    assert done["optimizee"] == "small-cnn" and "|small-cnn|" in bench.curve_key("b", "adam-1e-3", 0, args)
+    steps = [c["step"] for c in done["curve"]]
+    assert steps[0] == 0 and len(steps) == 4  # --quick: 4 checkpoints
