@@ -189,3 +189,11 @@ def test_pgd_training_ramps_eps_up_over_the_warmup_steps() -> None:
     assert seen[4] == pytest.approx(0.1, abs=1e-6) and seen[5] == pytest.approx(0.1, abs=1e-6)
     with pytest.raises(L2LError, match="warm-up must be >= 0"):
         PGDTrainingWithWarmup(0.1, warmup_steps=-1)
+
+
+def test_the_zoom_window_follows_the_trained_models_points():
+    curves = {"adam": [{"clean": 0.1, "pgd20": 0.0}, {"clean": 0.9, "pgd20": 0.47}],
+              "mlp": [{"clean": 0.85, "pgd20": 0.38}], "pgd-at": [{"clean": 0.95, "pgd20": 0.88}]}
+    # the untrained point (clean 10%) and adversarial training are left out of the window
+    assert F.zoom_window(curves, ["adam", "mlp"]) == (35.0, 50.0)
+    assert F.zoom_window({"adam": [{"clean": 0.2, "pgd20": 0.1}]}, ["adam"]) == (0.0, 25.0)

@@ -296,16 +296,27 @@ def markdown(settings: Sequence[Mapping[str, Any]], rules: Sequence[str], refere
     return "\n".join(lines) + "\n"
 
 
-ZOOM = ((50.0, 100.0), (0.0, 25.0))
-"""The bottom row's (clean, PGD-20) window, in percent: where Adam's frontier and the learned
-optimizers' trained models lie, which adversarial training's curves would squeeze to a sliver."""
+ZOOM_CLEAN = (50.0, 100.0)
+"""The bottom row's clean-accuracy window, in percent: where trained models lie."""
+
+
+def zoom_window(curves: Mapping[str, Sequence[Mapping[str, float]]],
+                arms: Sequence[str]) -> tuple[float, float]:
+    """The bottom row's PGD-20 window, in percent: the range of ``arms``' points inside
+    :data:`ZOOM_CLEAN` (Adam's and the learned optimizers'; adversarial training's would squeeze
+    them to a sliver), widened to multiples of 5."""
+    ys = [100 * c["pgd20"] for arm in arms for c in curves[arm] if 100 * c["clean"] >= ZOOM_CLEAN[0]]
+    if not ys:
+        return 0.0, 25.0
+    return 5 * (min(ys) // 5), 5 * (max(ys) // 5 + 1)
 
 
 def plot(settings: Sequence[Mapping[str, Any]], adam_arms: Sequence[str], rules: Sequence[str],
          references: Sequence[str], path: Path) -> None:
     """PGD-20 against clean accuracy, one column per setting (the bottom row zoomed to
-    :data:`ZOOM`): every seed's points (small), each arm's seed-mean curve (line; adversarial
-    training dashed), and each seed's Adam frontier (thin grey): the envelopes the margins use."""
+    :data:`ZOOM_CLEAN` and :func:`zoom_window`): every seed's points (small), each arm's seed-mean
+    curve (line; adversarial training dashed), and each seed's Adam frontier (thin grey): the
+    envelopes the margins use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -340,8 +351,8 @@ def plot(settings: Sequence[Mapping[str, Any]], adam_arms: Sequence[str], rules:
             ax.grid(alpha=0.3)
         axes[0, column].set_title(f"({s['name']}) {s['description']}", fontsize=9)
         axes[1, column].set_title("zoom", fontsize=9)
-        axes[1, column].set_xlim(*ZOOM[0])
-        axes[1, column].set_ylim(*ZOOM[1])
+        axes[1, column].set_xlim(*ZOOM_CLEAN)
+        axes[1, column].set_ylim(*zoom_window(curves, [*adam_arms, *rules]))
     axes[0, 0].legend(fontsize=6.5, loc="upper left", ncol=2)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
