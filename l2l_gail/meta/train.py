@@ -81,6 +81,10 @@ LSTM_OPTIONS = ("hidden_size", "num_layers", "output_scale", "preprocess_p")
 OMITTED_AT: dict[str, Any] = {"rule": "lstm", "activation": "sigmoid", "max_step": None,
                               "sign_symmetric": False, "test_size": None, "rule_init": "random",
                               "mlp_shape": "default"}
+"""Options added after the first meta runs, with the value those runs had: ``config.yaml`` leaves
+an option out at that value (:func:`config_dict`), so an older run's file, which lacks the key,
+compares equal on ``--resume`` -- and a run started since with ReLU optimizees (the default now)
+does not resume one that had sigmoid ones."""
 RULE_INITS = ("random", "adam")
 """``--rule-init`` choices: where ``phi`` starts."""
 MLP_SHAPES: dict[str, dict[str, Any]] = {
@@ -90,10 +94,6 @@ MLP_SHAPES: dict[str, dict[str, Any]] = {
 """``--mlp-shape`` choices: :class:`MLPRuleConfig` fields of the MLP rule. ``default`` is
 learned_optimization's shape (two hidden layers of 4, five momenta); ``compact`` drops one hidden
 layer and two momenta, for a step that costs less beside a small model's short pass."""
-"""Options added after the first meta runs, with the value those runs had: ``config.yaml`` leaves
-an option out at that value (:func:`config_dict`), so an older run's file, which lacks the key,
-compares equal on ``--resume`` -- and a run started since with ReLU optimizees (the default now)
-does not resume one that had sigmoid ones."""
 
 
 @dataclass
