@@ -231,8 +231,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(args, bench_jobs(args, tasks, variants, seeds))
     # a run whose training diverged is a result (reported, beside its method's finished runs);
     # any other unfinished run keeps its task from being compared
-    unfinished = {job.run_dir.parents[1].name for job, o in result.outcomes.items()
-                  if o.status not in ("done", "skipped") and not diverged(o)}
+    unfinished = {job.run_dir.parents[1].name for job, o in result.outcomes.items() if missing(o)}
     stopped = stopped_runs(result)
     for task, output, _ in plans:
         if f"bench-{task}" in unfinished:
@@ -488,8 +487,7 @@ def v2(args: argparse.Namespace, seeds: list[int]) -> int:
         result = run_bench(args, bench_jobs(args, tasks, variants, seeds))
     stopped = stopped_runs(result)
     must_finish = {"gail", "gail-gp", "l2l-gail"} & {v.label for v in variants}
-    if result.interrupted or stopped.keys() & must_finish or any(
-            o.status not in ("done", "skipped") and not diverged(o) for o in result.outcomes.values()):
+    if result.interrupted or stopped.keys() & must_finish or any(map(missing, result.outcomes.values())):
         print("not compared: some runs did not finish (the same command continues them)")
         return 130 if result.interrupted else 1
     # v2-plan.md: a run whose training diverged has no final; its configuration is reported with
@@ -529,6 +527,12 @@ def stopped_runs(result: SweepResult) -> dict[str, list[str]]:
 def diverged(outcome: Outcome) -> bool:
     """Whether a run ended because its training diverged (the trainers' error says so)."""
     return outcome.status == "failed" and "diverged" in outcome.error
+
+
+def missing(outcome: Outcome) -> bool:
+    """Whether a run has no result yet: neither finished nor stopped because training diverged
+    (the same command continues it, or its error is not a finding: a wrong option, a full disk)."""
+    return outcome.status not in ("done", "skipped") and not diverged(outcome)
 
 
 def stopped_markdown(stopped: dict[str, list[str]],
