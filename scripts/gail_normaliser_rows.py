@@ -14,7 +14,7 @@ This script counts, for each method, the rows that enter the statistics in one G
 two warm-up rounds: in all, in the discriminator's training (``train_disc``), and the expert
 share (half of every discriminator batch). It writes ``<output>.json`` and ``<output>.md``.
 
-    .venv/bin/python scripts/gail_normaliser_rows.py     # hopper: gail, l2l-gail, l2l-v2 (about 1 min)
+    .venv/bin/python scripts/gail_normaliser_rows.py     # hopper: gail, l2l-gail, l2l-v2, two with the fix
 """
 
 from __future__ import annotations
@@ -37,9 +37,14 @@ METHODS: dict[str, dict[str, Any]] = {
     "gail": {"method": "gail"},
     "l2l-gail": {"method": "l2l-gail"},
     "l2l-v2": {"method": "l2l-gail", "l2l_step_norm": "adam", "l2l_heldout": "next-round"},
+    "gail --no-gen-norm-disc-batches": {"method": "gail", "gen_norm_disc_batches": False},
+    "l2l-v2 --no-gen-norm-disc-batches": {"method": "l2l-gail", "l2l_step_norm": "adam",
+                                          "l2l_heldout": "next-round", "gen_norm_disc_batches": False},
 }
 """The configurations counted: the Adam reference, the learned updater as designed (a fresh
-held-out batch per update) and issue 13's selection (held-out batches from the next round)."""
+held-out batch per update) and issue 13's selection (held-out batches from the next round), then
+the reference and the selection with the option that keeps discriminator batches out of the
+statistics."""
 
 
 def rows_per_round(task: str, options: dict[str, Any], seed: int = 0) -> dict[str, int]:
@@ -87,7 +92,9 @@ def markdown(task: str, rows: dict[str, dict[str, int]]) -> str:
                      f"{r['other_disc_batches']:,} | {expert / r['total']:.0%} |")
     lines += ["", "Every discriminator batch is half expert rows; PPO's update passes its rollout "
               "(generator rows) once per epoch. imitation's stated intent was statistics from fresh "
-              "on-policy samples only (HumanCompatibleAI/imitation#256).", ""]
+              "on-policy samples only (HumanCompatibleAI/imitation#256). `--no-gen-norm-disc-batches` "
+              "skips the generator's pass over discriminator batches (GAIL never reads its "
+              "log-probabilities), which leaves PPO's update as the only source.", ""]
     return "\n".join(lines)
 
 

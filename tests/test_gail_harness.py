@@ -86,11 +86,15 @@ def test_an_older_run_still_resumes() -> None:
     assert not set(OMITTED_AT) & set(resolved.to_dict())
     on = GAILConfig(task="inverted-pendulum", obs_norm=True).resolved(load_task("inverted-pendulum"))
     assert on.to_dict()["obs_norm"] is True
+    assert resolved.gen_norm_disc_batches  # imitation's behaviour, which every earlier run had
+    off = GAILConfig(task="inverted-pendulum", gen_norm_disc_batches=False)
+    assert off.resolved(load_task("inverted-pendulum")).to_dict()["gen_norm_disc_batches"] is False
 
 
 @pytest.mark.parametrize(("change", "fragment"), [
     ({"demos": "noisy"}, "unknown --demos 'noisy'; choose one of deterministic, stochastic"),
     ({"obs_norm": "yes"}, "--obs-norm must be true or false"),
+    ({"gen_norm_disc_batches": 1}, "--gen-norm-disc-batches must be true or false"),
     ({"ppo": {"activation_fn": "gelu"}}, "activation_fn 'gelu'"),
 ])
 def test_bad_harness_options(change: dict[str, Any], fragment: str) -> None:

@@ -32,3 +32,11 @@ def test_every_discriminator_batch_enters_the_generators_statistics(tmp_path):
     assert "| gail |" in out.with_suffix(".md").read_text()
     with pytest.raises(L2LError, match="exists: pass --force"):
         diag.main(["--task", "inverted-pendulum", "--output", str(out)])
+
+
+@pytest.mark.parametrize("options", [{"method": "gail"}, diag.METHODS["l2l-v2"]])
+def test_without_the_pass_only_ppos_update_enters_the_statistics(options):
+    rows = diag.rows_per_round("inverted-pendulum", {**options, "gen_norm_disc_batches": False})
+    config = prepare(GAILConfig(task="inverted-pendulum", timesteps=1_000_000, seed=0)).config
+    assert rows["train_disc"] == rows["other_disc_batches"] == 0
+    assert rows["total"] == rows["ppo_update"] == config.ppo["n_epochs"] * rows["rollout_steps"]

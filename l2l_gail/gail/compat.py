@@ -73,7 +73,24 @@ class ImitationGAIL(GAIL):
 
     Also turns imitation's private expert-sampling hook into :meth:`next_expert_batch`, which a
     subclass may override (by default it is imitation's own ``DataLoader`` iterator).
+
+    Args:
+        policy_log_prob: whether each discriminator batch carries the generator's log-probability
+            of its actions, as imitation computes it. GAIL's discriminator never reads it (AIRL's
+            does), but computing it runs the policy in the mode stable-baselines3 left it in,
+            training mode after PPO's update, so with observation normalisation every batch's rows
+            (half of them expert) update the generator's running statistics. False skips the
+            pass: the statistics then see only PPO's own updates on generator samples.
+        **kwargs: passed to ``GAIL``.
     """
+
+    def __init__(self, *, policy_log_prob: bool = True, **kwargs: Any) -> None:
+        self.policy_log_prob = policy_log_prob
+        super().__init__(**kwargs)
+
+    def _get_log_policy_act_prob(self, obs_th: torch.Tensor, acts_th: torch.Tensor) -> torch.Tensor | None:
+        # imitation's _make_disc_train_batches accepts None (its policies other than SB3's give it)
+        return super()._get_log_policy_act_prob(obs_th, acts_th) if self.policy_log_prob else None
 
     @property
     def discriminator(self) -> RewardNet:

@@ -50,7 +50,7 @@ command line's ``--help``."""
 OMITTED_AT: dict[str, Any] = {"l2l_rule": "lstm", "l2l_step_norm": "learned", "l2l_step_direction": "learned",
                               "l2l_constraint": "none", "l2l_budget": None, "l2l_dual_lr": 1.0,
                               "l2l_heldout": "fresh", "obs_norm": False, "fixed_horizon": False,
-                              "demos": "deterministic", "eval_envs": 1}
+                              "demos": "deterministic", "eval_envs": 1, "gen_norm_disc_batches": True}
 """Options added after the first runs, with the value those runs had: ``config.yaml`` leaves an
 option out at that value, so an older run's file, which lacks the key, compares equal on
 ``--resume``."""
@@ -120,6 +120,13 @@ class GAILConfig:
     al. 2019, arXiv 1809.02925); evaluation on the true reward stays on the standard environment,
     where the expert's return was measured (default: the task file's gail.fixed_horizon, else
     off)"""
+    gen_norm_disc_batches: bool | None = None
+    """with --obs-norm: the discriminator's batches, half of them expert rows, also update the
+    generator's running observation statistics, as in imitation 1.0.1, which evaluates the
+    generator's log-probability of every batch (GAIL never reads it) with the policy still in
+    training mode after PPO's update; --no-gen-norm-disc-batches skips that evaluation, so the
+    statistics see generator samples only and a discriminator batch costs one policy pass less
+    (default: the task file's gail.gen_norm_disc_batches, else on)"""
     demos: str | None = None
     """expert demonstrations: deterministic (the expert's mean action) or stochastic (actions
     sampled from the expert, `l2l expert collect --stochastic`); scores are normalised by the
@@ -214,6 +221,7 @@ class ResolvedGAILConfig:
     gp_coef: float
     obs_norm: bool
     fixed_horizon: bool
+    gen_norm_disc_batches: bool
     demos: DemoKind
     l2l_target: L2LTarget
     l2l_rule: L2LRule
@@ -324,7 +332,7 @@ def _resolve(values: Mapping[str, Any]) -> ResolvedGAILConfig:
                        f"{count['eval_episodes']}: an environment would run no episode")
     rate = {key: _non_negative(key, values[key])
             for key in ("disc_lr", "gp_coef", "l2l_meta_lr", "l2l_dual_lr")}
-    flags = {key: _flag(key, values[key]) for key in ("obs_norm", "fixed_horizon")}
+    flags = {key: _flag(key, values[key]) for key in ("obs_norm", "fixed_horizon", "gen_norm_disc_batches")}
     demos = _choice(values["demos"], DEMO_KINDS, "--demos")
     max_step = values["l2l_max_step"]
     max_step = None if max_step is None else _non_negative("l2l_max_step", max_step)
@@ -354,8 +362,8 @@ def _resolve(values: Mapping[str, Any]) -> ResolvedGAILConfig:
         demo_batch_size=count["demo_batch_size"], gen_replay_buffer_capacity=capacity,
         n_disc_updates_per_round=count["n_disc_updates_per_round"], disc_lr=rate["disc_lr"],
         gp_coef=rate["gp_coef"], obs_norm=flags["obs_norm"], fixed_horizon=flags["fixed_horizon"],
-        demos=demos, l2l_target=target, l2l_rule=rule, l2l_init=l2l_init,
-        l2l_meta_lr=rate["l2l_meta_lr"],
+        gen_norm_disc_batches=flags["gen_norm_disc_batches"], demos=demos, l2l_target=target,
+        l2l_rule=rule, l2l_init=l2l_init, l2l_meta_lr=rate["l2l_meta_lr"],
         l2l_meta_every=count["l2l_meta_every"], l2l_objective=objective, l2l_max_step=max_step,
         l2l_step_norm=step_norm, l2l_step_direction=direction, l2l_constraint=constraint,
         l2l_budget=budget, l2l_dual_lr=rate["l2l_dual_lr"], l2l_heldout=heldout, ppo=ppo, label=label)

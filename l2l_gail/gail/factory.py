@@ -165,6 +165,7 @@ def build(prepared: Prepared, log_dir: Path) -> GAILTrainer:
         # Without a fixed horizon episodes end when the robot falls; with one, imitation checks
         # that every generator episode has the same length.
         "allow_variable_horizon": not config.fixed_horizon,
+        "policy_log_prob": config.gen_norm_disc_batches,
     }
     if config.l2l_discriminator:
         return L2LGAILTrainer(demonstrations=demonstrations, rng=rng, learned=initial_phi(config),

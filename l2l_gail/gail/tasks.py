@@ -81,6 +81,7 @@ SCHEMA: dict[str, Any] = {
         "gp_coef": float,
         "obs_norm?": bool,
         "fixed_horizon?": bool,
+        "gen_norm_disc_batches?": bool,
         "demos?": str,
         "ppo": dict,
     },
