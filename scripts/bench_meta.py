@@ -64,7 +64,7 @@ from l2l_gail.core import LearnedOptimizer, LSTMRule, LSTMRuleConfig
 from l2l_gail.errors import L2LError, exit_status
 from l2l_gail.meta import frontier
 from l2l_gail.meta.apply import PGDTrainingWithWarmup, evaluate_model, fit, load_learned
-from l2l_gail.meta.optimizees import build_optimizee
+from l2l_gail.meta.optimizees import BENCHMARK_WIDTHS, build_optimizee
 from l2l_gail.meta.report import WAYS, markdown_table, setting_entry
 from l2l_gail.meta.train import MetaConfig, config_dict, load_data, meta_train
 from l2l_gail.robust.training import Method
@@ -105,9 +105,6 @@ FRONTIER_SETTINGS: dict[str, tuple[str, str, int | None, str]] = {
     "c": ("MNIST -> Fashion-MNIST (10,000 training images), eps 0.1", "fashion-mnist", 10_000, "mlp"),
     "b": ("MLP -> small CNN (width 8), MNIST, eps 0.1", "mnist-5k", None, "small-cnn"),
 }
-OPTIMIZEE_WIDTHS: dict[str, int | None] = {"mlp": None, "small-cnn": 8}
-"""The benchmark's optimizees and their widths (``build_optimizee``; None: the MLP's default 20
-hidden units), for the frontier's settings and the step-cost table."""
 FRONTIER_EPS = 0.1
 ADAM20: dict[str, Any] = {"rule": "mlp", "rule-init": "adam", "clean-weight": 20}
 """The MLP rule started at its Adam clone, the unroll's final clean loss weighted 20."""
@@ -309,7 +306,7 @@ def step_costs(repeats: int = 20) -> dict[str, dict[str, float]]:
     of the issue's "learned_clean time <= 1.3 x adam_clean" target, measured without data loading."""
     x, y = torch.rand(128, 1, 28, 28), torch.randint(0, 10, (128,))
     out: dict[str, dict[str, float]] = {}
-    for model_name, width in OPTIMIZEE_WIDTHS.items():
+    for model_name, width in BENCHMARK_WIDTHS.items():
         row: dict[str, float] = {}
         for way in ("adam", "learned-2x20", "learned-1x10", "pgd10-at"):
             torch.manual_seed(0)
@@ -434,7 +431,7 @@ def run_curve(spec: str, args: argparse.Namespace) -> None:
     _, dataset, train_size, optimizee = FRONTIER_SETTINGS[setting]
     data = load_data(dataset, None, train_size, seed, test_size=args.test_size)
     torch.manual_seed(seed)  # the same initial network for every arm of a seed
-    model = build_optimizee(optimizee, data.shape, data.num_classes, width=OPTIMIZEE_WIDTHS[optimizee])
+    model = build_optimizee(optimizee, data.shape, data.num_classes, width=BENCHMARK_WIDTHS[optimizee])
     adversarial = arm.startswith("pgd-at-")
     if arm in LEARNED:
         opt: torch.optim.Optimizer = LearnedOptimizer(model.parameters(),

@@ -41,12 +41,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from l2l_gail.core import LearnedOptimizer, LSTMRule, MLPRule, MLPRuleConfig
-from l2l_gail.meta.optimizees import build_optimizee
+from l2l_gail.meta.optimizees import BENCHMARK_WIDTHS, build_optimizee
 from l2l_gail.meta.train import MLP_SHAPES
 from l2l_gail.runs import atomic_write_text, write_json
 
-OPTIMIZEES = {"mlp_optimizee": ("mlp", None), "small_cnn": ("small-cnn", 8)}
-"""Result key -> (``build_optimizee`` name, width), as in ``scripts/bench_meta.py``."""
+OPTIMIZEES = {"mlp_optimizee": "mlp", "small_cnn": "small-cnn"}
+"""Result key -> ``build_optimizee`` name (trained at its :data:`BENCHMARK_WIDTHS` width)."""
 TARGETS = {"mlp_optimizee": 1.3, "small_cnn": 1.1}
 """Issue 15's bound on the MLP rule's training-step time over Adam's."""
 CLOCKS: dict[str, tuple[Callable[[], float], str]] = {
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
     load_before = os.getloadavg()
-    cost = {key: step_times(name, width, args) for key, (name, width) in OPTIMIZEES.items()}
+    cost = {key: step_times(name, BENCHMARK_WIDTHS[name], args) for key, name in OPTIMIZEES.items()}
     load_after = os.getloadavg()
     command = " ".join(["python", *sys.argv])
     write_json(args.out / "rule_cost.json", {
