@@ -410,7 +410,7 @@ def finished_point(point: str, seeds: list[int], args: argparse.Namespace, ckpt:
     """The numbers of the evaluated runs of ``point`` among ``seeds`` (lists in seed order)."""
     out: dict[str, Any] = {"seed_list": [], "clean": [], "robust": [], "autoattack_full": [],
                            "robust_on_autoattack_subset": [], "autoattack_full_seeds": [], "train_hours": [],
-                           "best_epoch": []}
+                           "best_epoch": [], "val_last": [], "val_peak": []}
     for seed in seeds:
         path = point_path(point, seed, args)
         ev = path / f"eval-{ckpt}.json"
@@ -423,6 +423,9 @@ def finished_point(point: str, seeds: list[int], args: argparse.Namespace, ckpt:
         out["robust"].append(e["worst_case_acc"])
         out["train_hours"].append(sum(h["epoch_seconds"] for h in metrics["history"]) / 3600)
         out["best_epoch"].append(metrics.get("best_epoch"))
+        if val := [h["val_pgd_acc"] for h in metrics["history"] if "val_pgd_acc" in h]:
+            out["val_last"].append(val[-1])
+            out["val_peak"].append(max(val))
         if (aa := path / f"aa-{ckpt}.json").is_file():
             a = json.loads(aa.read_text())
             out["autoattack_full"].append(a["worst_case_all_acc"])
@@ -531,7 +534,8 @@ def options_study(args: argparse.Namespace, seeds: list[int], sweep_kw: dict[str
                        "seed_list": last["seed_list"], "clean_last": last["clean"],
                        "robust_last": last["robust"],
                        "clean_best": best["clean"], "robust_best": best["robust"],
-                       "best_epoch": last["best_epoch"]}
+                       "best_epoch": last["best_epoch"], "val_last": last["val_last"],
+                       "val_peak": last["val_peak"]}
     base = rows.get(points[0])
     for row in rows.values():
         row["robust_last_mean"] = statistics.fmean(row["robust_last"])
@@ -544,6 +548,10 @@ def options_study(args: argparse.Namespace, seeds: list[int], sweep_kw: dict[str
               "attacker_width": args.study_width, "val_size": args.val_size,
               "evaluation": f"per-example worst case of PGD-50 x 5 restarts (worst iterate) and "
                             f"APGD-CE + APGD-T on the first {args.eval_n} test images", "points": rows}
+    complete = {p: r for p, r in rows.items() if len(r["val_last"]) == len(seeds)}
+    if set(complete) == set(F.option_points(args.study_width)):  # the whole study: the plan's rule decides
+        result["choice"] = F.choose_options({p: r["val_last"] for p, r in complete.items()},
+                                            {p: r["val_peak"] for p, r in complete.items()})
     if rows:
         write_json(args.output, result)
         atomic_write_text(args.output.with_suffix(".md"), options_markdown(result))
@@ -601,15 +609,22 @@ def options_markdown(result: dict[str, Any]) -> str:
              f"{result['attacker_width']}), {result['train_size']} training images x {result['epochs']} "
              f"epochs; robust: {result['evaluation']}. Best: the epoch of best PGD-10 on "
              f"{result['val_size']} held-out training images. Mean +- std over seeds.", "",
-             "| options | clean (last) | robust (last) | effect vs none | robust (best epoch) | "
-             "best - last | best epochs | seeds |", "|---|---|---|---|---|---|---|---|"]
+             "| options | val PGD-10 (last) | val peak - last | clean (last) | robust (last) | effect vs "
+             "none | robust (best epoch) | best - last | best epochs | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["points"].values():
         effect = f"{100 * r['effect_vs_none']:+.1f}" if "effect_vs_none" in r else "-"
         gap = f"{100 * r['best_minus_last']:+.1f}" if "best_minus_last" in r else "-"
+        drop = [peak - last for peak, last in zip(r["val_peak"], r["val_last"], strict=True)]
         epochs = ", ".join(str(e + 1) for e in r["best_epoch"] if e is not None) or "-"
-        lines.append(f"| {', '.join(r['options']) or 'none'} | {_mean_std(r['clean_last'])} | "
-                     f"{_mean_std(r['robust_last'])} | {effect} | {_mean_std(r['robust_best'])} | {gap} | "
-                     f"{epochs} | {r['seeds']} |")
+        lines.append(f"| {', '.join(r['options']) or 'none'} | {_mean_std(r['val_last'])} | "
+                     f"{_mean_std(drop)} | {_mean_std(r['clean_last'])} | {_mean_std(r['robust_last'])} | "
+                     f"{effect} | {_mean_std(r['robust_best'])} | {gap} | {epochs} | {r['seeds']} |")
+    if choice := result.get("choice"):
+        lines += ["", f"Choice by the rule of `results/vision/options-plan.md` (validation numbers only): "
+                  f"L2L points train with {', '.join(choice['l2l_options']) or 'no official detail'}; every "
+                  f"point is judged by its {choice['select']} epoch (the chosen configuration's validation "
+                  f"accuracy ends {100 * choice['peak_minus_last']:.1f} points below its peak on average)."]
     return "\n".join(lines) + "\n"
 
 

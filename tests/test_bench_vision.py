@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from l2l_gail.errors import L2LError
+from l2l_gail.vision.frontier import choose_options, option_points
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_vision.py"
 spec = importlib.util.spec_from_file_location("bench_vision", SCRIPT)
@@ -78,6 +79,22 @@ def test_pareto_front_interpolation_and_verdict_on_fixed_points():
     assert not frontier_summary(pts)["l2l_on_or_above_front"]
 
 
+def test_the_options_choice_follows_the_plans_rule():
+    base, tmg, oinit, both = option_points(0.041)
+    peak = {p: (0.70, 0.70, 0.70) for p in (base, tmg, oinit, both)}
+    last = {base: (0.60, 0.61, 0.62), tmg: (0.64, 0.65, 0.66), oinit: (0.60, 0.60, 0.60),
+            both: (0.648, 0.65, 0.66)}
+    choice = choose_options(last, peak)
+    assert choice["point"] == tmg and choice["l2l_options"] == ["tmg"]  # both within the tie: fewer details
+    assert choice["select"] == "best" and choice["peak_minus_last"] == pytest.approx(0.05)
+    last[both] = (0.66, 0.66, 0.66)  # now beyond the tie
+    assert choose_options(last, peak)["l2l_options"] == ["tmg", "oinit"]
+    near = {p: tuple(v - 0.005 for v in peak[p]) for p in peak}
+    assert choose_options(near, peak)["select"] == "last" and choose_options(near, peak)["point"] == base
+    with pytest.raises(L2LError, match="no finished point"):
+        choose_options({}, {})
+
+
 def test_tiny_options_study_runs_as_jobs_evaluates_last_and_best_then_skips(tmp_path, capsys):
     args = ["--options-study", "--dataset", "synthetic", "--seeds", "0", "--train-size", "64",
             "--val-size", "32",
@@ -89,6 +106,8 @@ def test_tiny_options_study_runs_as_jobs_evaluates_last_and_best_then_skips(tmp_
     assert list(result["points"]) == ["l2l-grad-w0.02", "l2l-grad-w0.02+tmg"]
     base = result["points"]["l2l-grad-w0.02"]
     assert base["effect_vs_none"] == 0 and len(base["robust_best"]) == 1 and base["best_epoch"][0] in (0, 1)
+    assert len(base["val_last"]) == 1 and base["val_peak"][0] >= base["val_last"][0]
+    assert "choice" not in result  # two of the study's four points: the rule does not decide
     run = tmp_path / "runs" / "l2l-grad-w0.02+tmg" / "seed0"
     ev = json.loads((run / "eval-best.json").read_text())
     assert ev["n"] == 4 and set(ev["correct"]) == {"clean", "pgd50x5", "apgd"}
@@ -99,6 +118,11 @@ def test_tiny_options_study_runs_as_jobs_evaluates_last_and_best_then_skips(tmp_
     capsys.readouterr()
     assert bench.main(args) == 0
     assert "l2l-grad-w0.02+tmg/seed0: finished, skipped" in capsys.readouterr().out
+    whole = args[: args.index("--points")] + args[args.index("--points") + 2:]  # all four points
+    assert bench.main(whole) == 0
+    choice = json.loads((tmp_path / "opts.json").read_text())["choice"]
+    assert choice["point"] in option_points(0.02) and choice["select"] in ("last", "best")
+    assert "Choice by the rule" in (tmp_path / "opts.md").read_text()
 
 
 def test_frontier_assembles_finished_runs_into_the_issues_json_shape(tmp_path):

@@ -56,6 +56,37 @@ def option_points(width: float = ATT_ITER_WIDTH) -> list[str]:
     return [base, f"{base}+tmg", f"{base}+oinit", f"{base}+tmg+oinit"]
 
 
+OPTION_TIE = 0.005
+"""Option configurations whose validation accuracy is within this of the best count as tied;
+the one with fewer official details wins (results/vision/options-plan.md)."""
+OVERFIT_GAP = 0.01
+"""The frontier judges each point by its best-validation epoch when the chosen configuration's
+validation accuracy ends this far below its peak on average, else by its last epoch."""
+
+
+def choose_options(val_last: Mapping[str, Sequence[float]],
+                   val_peak: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """The options study's choice, by the rule results/vision/options-plan.md fixed before its runs.
+
+    ``val_last`` and ``val_peak`` map each point of :func:`option_points` to its seeds' PGD-10
+    accuracy on the validation split at the last epoch and at the best one. The chosen point is
+    the one with the highest mean last-epoch accuracy, where points within :data:`OPTION_TIE`
+    of it go to the one with fewest details (then the first in ``val_last``'s order); the
+    checkpoint is ``best`` if the chosen point's mean drop from peak to last is at least
+    :data:`OVERFIT_GAP`, else ``last``. Only validation numbers enter: the test set is left to
+    the frontier.
+    """
+    if not val_last:
+        raise L2LError("the options study has no finished point to choose from")
+    means = {p: statistics.fmean(v) for p, v in val_last.items()}
+    top = max(means.values())
+    tied = [p for p in val_last if means[p] >= top - OPTION_TIE]
+    chosen = min(tied, key=lambda p: len(p.split("+")))
+    gap = statistics.fmean(peak - last for peak, last in zip(val_peak[chosen], val_last[chosen], strict=True))
+    return {"point": chosen, "l2l_options": chosen.split("+")[1:], "val_last_mean": means,
+            "peak_minus_last": gap, "select": "best" if gap >= OVERFIT_GAP else "last"}
+
+
 def is_l2l(name: str) -> bool:
     return name.startswith("l2l-")
 
