@@ -186,9 +186,15 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
                            "field such as method, l2l_max_step, l2l_meta_lr, l2l_objective, gp_coef")
         kind = next((t for t in typing.get_args(hints[key]) if t is not type(None)), hints[key])
         try:
-            fields[key] = kind(raw) if kind in (int, float) else raw
+            if kind is bool:
+                if raw not in ("true", "false"):
+                    raise ValueError(raw)
+                fields[key] = raw == "true"
+            else:
+                fields[key] = kind(raw) if kind in (int, float) else raw
         except ValueError:
-            raise L2LError(f"bad --variant value {raw!r} for {key}: expected {kind.__name__}") from None
+            expected = "true or false" if kind is bool else kind.__name__
+            raise L2LError(f"bad --variant value {raw!r} for {key}: expected {expected}") from None
     if not label or "method" not in fields:
         raise L2LError(f"--variant {spec!r} needs a label and a method, e.g. 'l2l-x:method=l2l-gail,...'")
     return label, fields

@@ -25,8 +25,11 @@ def test_parse_variant_types_and_errors():
     assert label == "l2l-max1"
     assert fields == {"method": "l2l-gail", "l2l_max_step": 1.0, "l2l_meta_every": 2}
     assert isinstance(fields["l2l_meta_every"], int)
+    _, fields = bench.parse_variant("g:method=gail,gen_norm_disc_batches=false")
+    assert fields["gen_norm_disc_batches"] is False
+    assert bench.parse_variant("g:method=gail,obs_norm=true")[1]["obs_norm"] is True
     for bad in ("nolabel", ":method=gail", "x:method=gail,nosuchfield=1", "x:method=gail,l2l_meta_lr=abc",
-                "x:l2l_max_step=1"):
+                "x:l2l_max_step=1", "x:method=gail,obs_norm=yes"):
         with pytest.raises(L2LError):
             bench.parse_variant(bad)
 
