@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""Diagnostic: what the final generators of a GAIL experiment earn, term by term of the true reward.
+
+The normalised return says how far a generator is from the expert, not why. The MuJoCo
+locomotion rewards are sums of terms (gymnasium's v4 environments): a healthy bonus per step
+survived (``healthy_reward``; hopper, walker2d, ant), the control cost ``control_cost(action)``
+and the rest, chiefly the forward progress. This script rebuilds every finished run of an
+experiment from its ``config.yaml`` and its last checkpoint (read with ``weights_only=True``,
+never the pickled ``policy.zip``), rolls the deterministic policy out on the standard
+environment, as the training's evaluation does, and splits each episode's return into those
+terms; the expert's shipped demonstrations are split the same way. It writes ``<output>.json``
+(every run's episodes) and ``<output>.md`` (per method, means over seeds).
+
+    .venv/bin/python scripts/gail_reward_terms.py runs/gail/bench-ant --methods gail,gail-gp,l2l-v2 \
+        --output results/gail/reward-terms-ant
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from l2l_gail.errors import L2LError
+from l2l_gail.gail import demos as demo_files
+from l2l_gail.gail.checkpoint import restore
+from l2l_gail.gail.config import OMITTED_AT, GAILConfig
+from l2l_gail.gail.factory import build, prepare
+from l2l_gail.gail.tasks import DEMO_KINDS, DemoKind, TaskSpec, load_task
+from l2l_gail.runs import RunDir, atomic_write_text, write_json
+
+TERMS = ("healthy", "control", "forward")
+"""The parts of an episode's return: ``forward`` is what is left after the other two (forward
+progress, and ant's contact cost, which Ant-v4 leaves at zero by default)."""
+
+
+def split_step(env: Any, action: np.ndarray, reward: float, healthy: bool) -> dict[str, float]:
+    """One step's reward as :data:`TERMS` (``healthy``: the step was in the healthy range)."""
+    base = env.unwrapped
+    bonus = float(getattr(base, "healthy_reward", 0.0)) if healthy else 0.0
+    control = -float(base.control_cost(action)) if hasattr(base, "control_cost") else 0.0
+    return {"healthy": bonus, "control": control, "forward": reward - bonus - control}
+
+
+def rollout_terms(policy: Any, task: TaskSpec, episodes: int, seed: int) -> list[dict[str, float]]:
+    """The deterministic policy's episodes on the standard environment, each as its return, its
+    length, :data:`TERMS`, the mean absolute action and the final x position."""
+    env = task.make_env()
+    out = []
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            sums = dict.fromkeys(TERMS, 0.0)
+            total, steps, actions, done, info = 0.0, 0, [], False, {}
+            while not done:
+                action, _ = policy.predict(obs, deterministic=True)
+                clipped = np.clip(action, env.action_space.low, env.action_space.high)
+                obs, reward, terminated, truncated, info = env.step(clipped)
+                healthy = bool(getattr(env.unwrapped, "is_healthy", True)) or not terminated
+                for key, value in split_step(env, clipped, float(reward), healthy).items():
+                    sums[key] += value
+                total += float(reward)
+                steps += 1
+                actions.append(np.abs(clipped).mean())
+                done = terminated or truncated
+            out.append({"return": total, "length": steps, **sums, "mean_abs_action": float(np.mean(actions)),
+                        "x_position": float(info.get("x_position", float("nan")))})
+    finally:
+        env.close()
+    return out
+
+
+def expert_terms(task: TaskSpec, kind: DemoKind) -> dict[str, float]:
+    """Per-episode means of :data:`TERMS` over the shipped demonstrations of ``kind``, every step
+    counted as healthy (an expert episode ends at the time limit or on its last, unhealthy step)."""
+    trajectories = demo_files.load_demos(task, demo_files.EXPERT_DATA_DIR, kind=kind)
+    env = task.make_env()
+    try:
+        episodes = []
+        for traj in trajectories:
+            acts, rews = np.asarray(traj.acts), np.asarray(traj.rews)
+            sums = dict.fromkeys(TERMS, 0.0)
+            for action, reward in zip(acts, rews, strict=True):
+                for key, value in split_step(env, action, float(reward), True).items():
+                    sums[key] += value
+            episodes.append({"return": float(rews.sum()), "length": len(rews), **sums,
+                             "mean_abs_action": float(np.abs(acts).mean())})
+    finally:
+        env.close()
+    return {key: statistics.fmean(e[key] for e in episodes) for key in episodes[0]}
+
+
+def run_terms(run_dir: Path, episodes: int) -> list[dict[str, float]]:
+    """:func:`rollout_terms` of the generator in ``run_dir``'s last checkpoint."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    if not isinstance(config, dict):
+        raise L2LError(f"{run_dir / 'config.yaml'} is not a GAIL run's configuration")
+    # a key config.yaml leaves out has its OMITTED_AT value, not the task file's current one
+    prepared = prepare(GAILConfig(**{**OMITTED_AT, **config}))
+    state = RunDir(run_dir, prepared.config.to_dict(), resume=True).load_latest()
+    if state is None:
+        raise L2LError(f"{run_dir} has no checkpoint: finish or resume the run first")
+    if state["config"] != prepared.config.to_dict():
+        raise L2LError(f"{run_dir}: its config.yaml differs from the configuration its checkpoint was "
+                       "trained with; restore the run's config.yaml")
+    with tempfile.TemporaryDirectory(prefix="l2l-terms-") as log_dir:
+        trainer = build(prepared, Path(log_dir))
+        restore(trainer, state)
+        return rollout_terms(trainer.gen_algo, prepared.task, episodes, prepared.config.seed)
+
+
+def finished_runs(experiment: Path, methods: list[str]) -> dict[str, list[Path]]:
+    """The finished runs (``metrics.json`` written) of each method, in seed order."""
+    runs = {}
+    for method in methods:
+        found = [p for p in (experiment / method).glob("seed*") if (p / "metrics.json").is_file()]
+        runs[method] = sorted(found, key=lambda p: int(p.name[len("seed"):]))
+    return runs
+
+
+def markdown(task: str, rows: dict[str, dict[str, Any]], expert: Mapping[str, Mapping[str, float]],
+             command: str) -> str:
+    """Per method, the means over seeds of each run's episode means; the expert's beside them."""
+    lines = [f"# What the final generators earn on {task}, term by term", "",
+             f"Command: `{command}`. Deterministic policy from each run's last checkpoint, on the "
+             "standard environment; per episode: the return, its length, the healthy bonus, the control "
+             "cost, the rest (forward progress), the mean absolute action. Methods: mean over seeds of "
+             "each run's episode means.",
+             "", "| source | runs | return | length | healthy | control | forward | mean abs action |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    keys = ("return", "length", "healthy", "control", "forward", "mean_abs_action")
+    for kind, terms in expert.items():
+        lines.append(f"| expert demonstrations ({kind}) | - | " + " | ".join(
+            f"{terms[k]:.2f}" if k == "mean_abs_action" else f"{terms[k]:.0f}" for k in keys) + " |")
+    for method, row in rows.items():
+        means = [{k: statistics.fmean(e[k] for e in run) for k in keys} for run in row["episodes"]]
+        lines.append(f"| {method} | {len(means)} | " + " | ".join(
+            f"{statistics.fmean(m[k] for m in means):.2f}" if k == "mean_abs_action"
+            else f"{statistics.fmean(m[k] for m in means):.0f}" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", type=Path, help="an experiment directory (runs/gail/<experiment>)")
+    p.add_argument("--methods", required=True, help="comma-separated method directories to read")
+    p.add_argument("--episodes", type=int, default=5, help="deterministic episodes per run (default 5)")
+    p.add_argument("--output", type=Path, required=True, help="writes OUTPUT.json and OUTPUT.md")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    args = p.parse_args(argv)
+    targets = [args.output.with_suffix(".json"), args.output.with_suffix(".md")]
+    if (existing := [t for t in targets if t.exists()]) and not args.force:
+        raise L2LError(f"{existing[0]} exists: pass --force to overwrite it")
+    if args.episodes < 1:
+        raise L2LError(f"--episodes {args.episodes}: give at least 1")
+    runs = finished_runs(args.experiment, [m for m in args.methods.split(",") if m])
+    if not any(runs.values()):
+        raise L2LError(f"no finished run of {args.methods} under {args.experiment}")
+    torch.set_num_threads(1)
+    rows: dict[str, dict[str, Any]] = {}
+    task = None
+    for method, paths in runs.items():
+        if paths:
+            rows[method] = {"seeds": [p.name for p in paths],
+                            "episodes": [run_terms(p, args.episodes) for p in paths]}
+            config = yaml.safe_load((paths[0] / "config.yaml").read_text())
+            task = task or load_task(config["task"])
+            print(f"{method}: {len(paths)} runs", flush=True)
+    assert task is not None
+    shipped = [kind for kind in DEMO_KINDS if demo_files.demo_path(task.name, kind=kind).is_file()]
+    expert: dict[str, dict[str, float]] = {kind: expert_terms(task, kind) for kind in shipped}
+    command = "python scripts/gail_reward_terms.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_json(targets[0], {"task": task.name, "episodes": args.episodes, "expert": expert, "methods": rows})
+    text = markdown(task.name, rows, expert, command)
+    atomic_write_text(targets[1], text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except L2LError as e:
+        sys.exit(f"error: {e}")
