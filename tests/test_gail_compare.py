@@ -26,9 +26,13 @@ from l2l_gail.runs import console_script
 def fake_run(root: Path, method: str, seed: int, series: list[float], *, task: str = "hopper",
              speed: float = 1000.0, finished: bool = True) -> Path:
     """A run directory as `l2l gail train` leaves it (config.yaml and metrics.json only)."""
+    from l2l_gail.gail.config import GAILConfig
+    from l2l_gail.gail.tasks import load_task
+
     run = root / method / f"seed{seed}"
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"task": task, "method": method, "seed": seed}))
+    config = GAILConfig(task=task, method=method, seed=seed).resolved(load_task(task)).to_dict()
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
     if finished:
         history = [{"step": 1000 * (i + 1), "return": v, "normalized_return": v}
                    for i, v in enumerate(series)]
@@ -268,6 +272,37 @@ def test_only_unfinished_runs_name_them_and_the_command_that_resumes_them(
     monkeypatch.setattr(train_module, "train", fake_train)
     assert main([*command[1:], "--no-progress"]) == 0, capsys.readouterr().err
     assert resumed == [(root / "l2l-max1" / "seed0", True), (root / "l2l-max1" / "seed2", True)]
+
+
+def test_the_resume_command_restores_yes_no_options_and_values_older_runs_left_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run from before hopper's task file turned on observation normalisation and stochastic
+    demonstrations has neither key in its config.yaml (OMITTED_AT): the command must switch both
+    back, and spell yes/no options as --x / --no-x."""
+    import l2l_gail.gail.train as train_module
+    from l2l_gail.gail.config import GAILConfig
+    from l2l_gail.gail.tasks import load_task
+
+    root = tmp_path / "runs" / "gail" / "old"
+    resolved = GAILConfig(task="hopper", method="gail", seed=1, obs_norm=False, demos="deterministic",
+                          fixed_horizon=True, gen_norm_disc_batches=False).resolved(load_task("hopper"))
+    stored = resolved.to_dict()
+    assert "obs_norm" not in stored and "demos" not in stored  # as an older run's file
+    run = root / "gail" / "seed1"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(stored, sort_keys=True))
+    (run / "checkpoints" / "step_000002048.pt").write_bytes(b"")
+    assert main(["gail", "compare", str(root)]) == 2
+    command = shlex.split(capsys.readouterr().err.split("`")[1])
+    assert command[1:6] == ["gail", "train", "--task", "hopper", "--method"]
+    for flag in ("--no-obs-norm", "--fixed-horizon", "--no-gen-norm-disc-batches"):
+        assert flag in command
+    assert command[command.index("--demos") + 1] == "deterministic"
+    resumed: list[Path] = []
+    monkeypatch.setattr(train_module, "train", lambda prepared, run, **_: resumed.append(run.path) or
+                        {"final": 0.5, "peak": 0.5, "env_steps_per_second": 1.0})
+    assert main([*command[1:], "--no-progress"]) == 0, capsys.readouterr().err
+    assert resumed == [run]
 
 
 def test_methods_without_finished_runs(experiment: Path, capsys: pytest.CaptureFixture[str]) -> None:

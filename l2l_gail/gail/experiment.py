@@ -9,6 +9,7 @@ rounds, and, while unfinished, its ``config.yaml`` and checkpoints, from which
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -204,7 +205,7 @@ def resume_commands(experiment: Path, run_dirs: Sequence[Path]) -> list[str]:
 def _train_options(config: dict[str, Any]) -> list[str] | None:
     """The ``l2l gail train`` options that reproduce the stored ``config`` (all but the seed);
     ``None`` if its task or method is unknown."""
-    from l2l_gail.gail.config import METHODS, GAILConfig
+    from l2l_gail.gail.config import METHODS, OMITTED_AT, GAILConfig
     from l2l_gail.gail.tasks import load_task
 
     if config.get("method") not in METHODS:
@@ -213,19 +214,23 @@ def _train_options(config: dict[str, Any]) -> list[str] | None:
         task = load_task(str(config.get("task")))
     except L2LError:
         return None
-    default = GAILConfig(task=task.name, method=config["method"]).resolved(task).to_dict()
+    default = dataclasses.asdict(GAILConfig(task=task.name, method=config["method"]).resolved(task))
     options = ["--task", task.name, "--method", config["method"]]
-    for key, value in config.items():
+    # a key the stored file leaves out has its OMITTED_AT value, which the task file may since have changed
+    for key, value in {**OMITTED_AT, **config}.items():
         if key in ("task", "method", "seed") or value == default.get(key):
             continue
+        flag = "--" + key.replace("_", "-")
         if value is None:  # a default the task file gained since the run started: no option says "unset"
             return None
         if key == "ppo" and isinstance(value, dict):
             for k, v in value.items():
                 if default["ppo"].get(k) != v:
                     options += ["--ppo", f"{k}={_yaml_value(v)}"]
+        elif isinstance(value, bool):  # yes/no options are --x / --no-x
+            options.append(flag if value else "--no-" + flag[2:])
         else:
-            options += ["--" + key.replace("_", "-"), str(value)]
+            options += [flag, str(value)]
     return options
 
 
