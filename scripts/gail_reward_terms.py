@@ -8,8 +8,10 @@ and the rest, chiefly the forward progress. This script rebuilds every finished 
 experiment from its ``config.yaml`` and its last checkpoint (read with ``weights_only=True``,
 never the pickled ``policy.zip``), rolls the deterministic policy out on the standard
 environment, as the training's evaluation does, and splits each episode's return into those
-terms; the expert's shipped demonstrations are split the same way. It writes ``<output>.json``
-(every run's episodes) and ``<output>.md`` (per method, means over seeds).
+terms; the expert's shipped demonstrations are split the same way, and so is a policy that
+does nothing (the zero action), the floor a generator should at least reach. It writes
+``<output>.json`` (every run's episodes) and ``<output>.md`` (per method, means over seeds, with
+the normalised return of each row).
 
     .venv/bin/python scripts/gail_reward_terms.py runs/gail/bench-ant --methods gail,gail-gp,l2l-v2 \
         --output results/gail/reward-terms-ant
@@ -126,25 +128,57 @@ def finished_runs(experiment: Path, methods: list[str]) -> dict[str, list[Path]]
     return runs
 
 
-def markdown(task: str, rows: dict[str, dict[str, Any]], expert: Mapping[str, Mapping[str, float]],
-             command: str) -> str:
-    """Per method, the means over seeds of each run's episode means; the expert's beside them."""
-    lines = [f"# What the final generators earn on {task}, term by term", "",
+class ZeroPolicy:
+    """The reference that does nothing: the zero action (the middle of every MuJoCo task's action
+    box) at every step, which pays no control cost and, where the body stands on its own (ant),
+    the full healthy bonus."""
+
+    def __init__(self, action_space: Any) -> None:
+        self.action = np.zeros(action_space.shape, dtype=action_space.dtype)
+
+    def predict(self, obs: Any, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        return self.action, None
+
+
+def references(task: TaskSpec, episodes: int) -> dict[str, dict[str, float]]:
+    """The rows the generators are read against: the shipped demonstrations of each kind
+    (:func:`expert_terms`) and the zero action (:class:`ZeroPolicy`, episode means)."""
+    shipped = [kind for kind in DEMO_KINDS if demo_files.demo_path(task.name, kind=kind).is_file()]
+    rows = {f"expert demonstrations ({kind})": expert_terms(task, kind) for kind in shipped}
+    env = task.make_env()
+    zero = rollout_terms(ZeroPolicy(env.action_space), task, episodes, seed=0)
+    env.close()
+    rows["zero action"] = {key: statistics.fmean(e[key] for e in zero) for key in zero[0]}
+    return rows
+
+
+def markdown(task: TaskSpec, rows: dict[str, dict[str, Any]], refs: Mapping[str, Mapping[str, float]],
+             expert_return: float, command: str) -> str:
+    """Per method, the means over seeds of each run's episode means; the references beside them,
+    each with its normalised return (0: the random policy, 1: the deterministic expert)."""
+    lines = [f"# What the final generators earn on {task.name}, term by term", "",
              f"Command: `{command}`. Deterministic policy from each run's last checkpoint, on the "
              "standard environment; per episode: the return, its length, the healthy bonus, the control "
              "cost, the rest (forward progress), the mean absolute action. Methods: mean over seeds of "
-             "each run's episode means.",
-             "", "| source | runs | return | length | healthy | control | forward | mean abs action |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"each run's episode means. Normalised: `(R - {task.random_return}) / ({expert_return:.1f} - "
+             f"{task.random_return})`, the random and the deterministic expert's returns, as in training.",
+             "", "| source | runs | return | normalised | length | healthy | control | forward | "
+             "mean abs action |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     keys = ("return", "length", "healthy", "control", "forward", "mean_abs_action")
-    for kind, terms in expert.items():
-        lines.append(f"| expert demonstrations ({kind}) | - | " + " | ".join(
-            f"{terms[k]:.2f}" if k == "mean_abs_action" else f"{terms[k]:.0f}" for k in keys) + " |")
+
+    def cells(values: Mapping[str, float]) -> str:
+        norm = (values["return"] - task.random_return) / (expert_return - task.random_return)
+        shown = [f"{values['return']:.0f}", f"{norm:.2f}"] + [
+            f"{values[k]:.2f}" if k == "mean_abs_action" else f"{values[k]:.0f}" for k in keys[1:]]
+        return " | ".join(shown)
+
+    for name, values in refs.items():
+        lines.append(f"| {name} | - | {cells(values)} |")
     for method, row in rows.items():
         means = [{k: statistics.fmean(e[k] for e in run) for k in keys} for run in row["episodes"]]
-        lines.append(f"| {method} | {len(means)} | " + " | ".join(
-            f"{statistics.fmean(m[k] for m in means):.2f}" if k == "mean_abs_action"
-            else f"{statistics.fmean(m[k] for m in means):.0f}" for k in keys) + " |")
+        lines.append(f"| {method} | {len(means)} | "
+                     f"{cells({k: statistics.fmean(m[k] for m in means) for k in keys})} |")
     return "\n".join(lines) + "\n"
 
 
@@ -175,11 +209,13 @@ def main(argv: list[str] | None = None) -> int:
             task = task or load_task(config["task"])
             print(f"{method}: {len(paths)} runs", flush=True)
     assert task is not None
-    shipped = [kind for kind in DEMO_KINDS if demo_files.demo_path(task.name, kind=kind).is_file()]
-    expert: dict[str, dict[str, float]] = {kind: expert_terms(task, kind) for kind in shipped}
+    refs = references(task, args.episodes)
+    # the deterministic expert's return, as training normalises (l2l_gail.gail.factory.prepare)
+    expert_return = float(demo_files.read_manifest()["tasks"][task.name]["mean_return"])
     command = "python scripts/gail_reward_terms.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_json(targets[0], {"task": task.name, "episodes": args.episodes, "expert": expert, "methods": rows})
-    text = markdown(task.name, rows, expert, command)
+    write_json(targets[0], {"task": task.name, "episodes": args.episodes, "expert_return": expert_return,
+                            "random_return": task.random_return, "references": refs, "methods": rows})
+    text = markdown(task, rows, refs, expert_return, command)
     atomic_write_text(targets[1], text)
     print(text, end="")
     return 0

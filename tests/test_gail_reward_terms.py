@@ -55,10 +55,13 @@ def test_runs_and_demonstrations_are_split_and_a_changed_run_is_refused(tmp_path
         assert e["return"] == pytest.approx(e["healthy"] + e["control"] + e["forward"])
         assert e["healthy"] == pytest.approx(e["length"] - 1) or e["healthy"] == pytest.approx(e["length"])
         assert e["control"] <= 0 and 0 <= e["mean_abs_action"] <= 1
-    shipped = read_manifest()["tasks"]["hopper"]
-    assert result["expert"]["deterministic"]["return"] == pytest.approx(shipped["mean_return"])
-    assert result["expert"]["stochastic"]["return"] == pytest.approx(shipped["stochastic"]["mean_return"])
-    assert "| gail | 1 |" in out.with_suffix(".md").read_text()
+    shipped, refs = read_manifest()["tasks"]["hopper"], result["references"]
+    assert refs["expert demonstrations (deterministic)"]["return"] == pytest.approx(shipped["mean_return"])
+    stochastic = shipped["stochastic"]["mean_return"]
+    assert refs["expert demonstrations (stochastic)"]["return"] == pytest.approx(stochastic)
+    assert refs["zero action"]["control"] == 0 and refs["zero action"]["mean_abs_action"] == 0
+    table = out.with_suffix(".md").read_text()
+    assert "| gail | 1 |" in table and "| expert demonstrations (deterministic) | - | 3379 | 1.00 |" in table
     with pytest.raises(L2LError, match="exists: pass --force"):
         terms.main(argv)
     config = run_dir / "config.yaml"
