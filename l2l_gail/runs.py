@@ -59,6 +59,25 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def report_paths(stem: Path, *, force: bool) -> tuple[Path, Path]:
+    """A script's report, ``stem.json`` and ``stem.md``, checked before any work is done.
+
+    Raises:
+        L2LError: either exists and ``force`` is off (results are never overwritten unasked).
+    """
+    paths = (stem.with_suffix(".json"), stem.with_suffix(".md"))
+    if (existing := [p for p in paths if p.exists()]) and not force:
+        raise L2LError(f"{existing[0]} exists: pass --force to overwrite it")
+    return paths
+
+
+def write_report(stem: Path, record: Any, markdown: str) -> None:
+    """Write the report of :func:`report_paths`, each file atomically, and print its table."""
+    write_json(stem.with_suffix(".json"), record)
+    atomic_write_text(stem.with_suffix(".md"), markdown)
+    print(markdown, end="")
+
+
 def _normalise(config: Mapping[str, Any]) -> dict[str, Any]:
     """Round-trip through YAML so that tuples, paths etc. compare as they will be stored."""
     return yaml.safe_load(yaml.safe_dump(_plain(config), sort_keys=True))

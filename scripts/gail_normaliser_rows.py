@@ -31,7 +31,7 @@ from l2l_gail.errors import L2LError
 from l2l_gail.gail.config import GAILConfig
 from l2l_gail.gail.factory import build, prepare
 from l2l_gail.gail.loop import start_segment, train_round
-from l2l_gail.runs import atomic_write_text, write_json
+from l2l_gail.runs import report_paths, write_report
 
 METHODS: dict[str, dict[str, Any]] = {
     "gail": {"method": "gail"},
@@ -105,16 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="writes OUTPUT.json and OUTPUT.md (default results/gail/generator-normaliser)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     args = p.parse_args(argv)
-    targets = [args.output.with_suffix(".json"), args.output.with_suffix(".md")]
-    existing = [t for t in targets if t.exists()]
-    if existing and not args.force:
-        raise L2LError(f"{existing[0]} exists: pass --force to overwrite it")
+    report_paths(args.output, force=args.force)
     torch.set_num_threads(1)
     rows = {label: rows_per_round(args.task, options) for label, options in METHODS.items()}
-    write_json(targets[0], {"task": args.task, "rows_per_round": rows})
-    text = markdown(args.task, rows)
-    atomic_write_text(targets[1], text)
-    print(text, end="")
+    write_report(args.output, {"task": args.task, "rows_per_round": rows}, markdown(args.task, rows))
     return 0
 
 

@@ -37,7 +37,7 @@ from l2l_gail.gail.checkpoint import restore
 from l2l_gail.gail.config import OMITTED_AT, GAILConfig
 from l2l_gail.gail.factory import build, prepare
 from l2l_gail.gail.tasks import DEMO_KINDS, DemoKind, TaskSpec, load_task
-from l2l_gail.runs import RunDir, atomic_write_text, write_json
+from l2l_gail.runs import RunDir, report_paths, write_report
 
 TERMS = ("healthy", "control", "forward")
 """The parts of an episode's return: ``forward`` is what is left after the other two (forward
@@ -190,9 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, required=True, help="writes OUTPUT.json and OUTPUT.md")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     args = p.parse_args(argv)
-    targets = [args.output.with_suffix(".json"), args.output.with_suffix(".md")]
-    if (existing := [t for t in targets if t.exists()]) and not args.force:
-        raise L2LError(f"{existing[0]} exists: pass --force to overwrite it")
+    report_paths(args.output, force=args.force)
     if args.episodes < 1:
         raise L2LError(f"--episodes {args.episodes}: give at least 1")
     runs = finished_runs(args.experiment, [m for m in args.methods.split(",") if m])
@@ -213,11 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     # the deterministic expert's return, as training normalises (l2l_gail.gail.factory.prepare)
     expert_return = float(demo_files.read_manifest()["tasks"][task.name]["mean_return"])
     command = "python scripts/gail_reward_terms.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_json(targets[0], {"task": task.name, "episodes": args.episodes, "expert_return": expert_return,
-                            "random_return": task.random_return, "references": refs, "methods": rows})
-    text = markdown(task, rows, refs, expert_return, command)
-    atomic_write_text(targets[1], text)
-    print(text, end="")
+    record = {"task": task.name, "episodes": args.episodes, "expert_return": expert_return,
+              "random_return": task.random_return, "references": refs, "methods": rows}
+    write_report(args.output, record, markdown(task, rows, refs, expert_return, command))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ import yaml
 
 from l2l_gail.core import files
 from l2l_gail.errors import L2LError
-from l2l_gail.runs import RunDir, RunLoop, atomic_write, atomic_write_text
+from l2l_gail.runs import RunDir, RunLoop, atomic_write, atomic_write_text, report_paths, write_report
 
 real_save = torch.save  # the tests below patch torch.save
 
@@ -178,3 +179,15 @@ def test_run_loop_records_and_resumes_the_tensorboard_step(tmp_path):
     assert RunLoop(run, resume=True, legacy_tb_step=lambda s: 10 * (s["epoch"] + 1)).tb_step == 30
     with pytest.raises(RuntimeError, match="only inside"):
         RunLoop(run, resume=False).log({"a": 1.0}, 0)
+
+
+def test_a_report_is_never_overwritten_unasked(tmp_path, capsys):
+    stem = tmp_path / "out" / "report"
+    assert report_paths(stem, force=False) == (stem.with_suffix(".json"), stem.with_suffix(".md"))
+    write_report(stem, {"a": 1}, "| a |\n")
+    assert json.loads(stem.with_suffix(".json").read_text()) == {"a": 1}
+    assert stem.with_suffix(".md").read_text() == capsys.readouterr().out == "| a |\n"
+    stem.with_suffix(".json").unlink()  # either file is enough to refuse
+    with pytest.raises(L2LError, match=r"report\.md exists: pass --force to overwrite it"):
+        report_paths(stem, force=False)
+    assert report_paths(stem, force=True)
