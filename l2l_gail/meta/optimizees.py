@@ -20,11 +20,11 @@ from l2l_gail.robust.models import MODELS, build_model, check_width
 
 OPTIMIZEES = ("mlp", *MODELS)
 ACTIVATIONS = ("relu", "sigmoid")
+"""Hidden activations of the MLP optimizee (see the module docstring)."""
 BENCHMARK_WIDTHS: dict[str, int | None] = {"mlp": None, "small-cnn": 8}
 """The optimizees the meta benchmarks train (``scripts/bench_meta.py``'s frontier,
 ``scripts/bench_rule_cost.py``) and their widths (:func:`build_optimizee`; None: the MLP's default
 20 hidden units)."""
-"""Hidden activations of the MLP optimizee (see the module docstring)."""
 
 
 def check_activation(activation: str) -> None:
