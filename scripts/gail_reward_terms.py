@@ -35,8 +35,8 @@ from l2l_gail.errors import L2LError
 from l2l_gail.gail import demos as demo_files
 from l2l_gail.gail.checkpoint import restore
 from l2l_gail.gail.config import OMITTED_AT, GAILConfig
-from l2l_gail.gail.factory import build, prepare
-from l2l_gail.gail.tasks import DEMO_KINDS, DemoKind, TaskSpec, load_task
+from l2l_gail.gail.factory import Prepared, build, prepare
+from l2l_gail.gail.tasks import DEMO_KINDS, DemoKind, TaskSpec
 from l2l_gail.runs import RunDir, report_paths, write_report
 
 TERMS = ("healthy", "control", "forward")
@@ -44,10 +44,12 @@ TERMS = ("healthy", "control", "forward")
 progress, and ant's contact cost, which Ant-v4 leaves at zero by default)."""
 
 
-def split_step(env: Any, action: np.ndarray, reward: float, healthy: bool) -> dict[str, float]:
-    """One step's reward as :data:`TERMS` (``healthy``: the step was in the healthy range)."""
+def split_step(env: Any, action: np.ndarray, reward: float) -> dict[str, float]:
+    """One step's reward as :data:`TERMS`, read after the step as the environment computed it:
+    its ``healthy_reward`` property (which, with the default termination, pays the bonus on every
+    step, the terminating one included) and its ``control_cost`` of the action."""
     base = env.unwrapped
-    bonus = float(getattr(base, "healthy_reward", 0.0)) if healthy else 0.0
+    bonus = float(getattr(base, "healthy_reward", 0.0))
     control = -float(base.control_cost(action)) if hasattr(base, "control_cost") else 0.0
     return {"healthy": bonus, "control": control, "forward": reward - bonus - control}
 
@@ -66,8 +68,7 @@ def rollout_terms(policy: Any, task: TaskSpec, episodes: int, seed: int) -> list
                 action, _ = policy.predict(obs, deterministic=True)
                 clipped = np.clip(action, env.action_space.low, env.action_space.high)
                 obs, reward, terminated, truncated, info = env.step(clipped)
-                healthy = bool(getattr(env.unwrapped, "is_healthy", True)) or not terminated
-                for key, value in split_step(env, clipped, float(reward), healthy).items():
+                for key, value in split_step(env, clipped, float(reward)).items():
                     sums[key] += value
                 total += float(reward)
                 steps += 1
@@ -81,8 +82,9 @@ def rollout_terms(policy: Any, task: TaskSpec, episodes: int, seed: int) -> list
 
 
 def expert_terms(task: TaskSpec, kind: DemoKind) -> dict[str, float]:
-    """Per-episode means of :data:`TERMS` over the shipped demonstrations of ``kind``, every step
-    counted as healthy (an expert episode ends at the time limit or on its last, unhealthy step)."""
+    """Per-episode means of :data:`TERMS` over the shipped demonstrations of ``kind`` (the
+    environment is not stepped through them: its healthy bonus is the one the default termination
+    pays on every step)."""
     trajectories = demo_files.load_demos(task, demo_files.EXPERT_DATA_DIR, kind=kind)
     env = task.make_env()
     try:
@@ -91,7 +93,7 @@ def expert_terms(task: TaskSpec, kind: DemoKind) -> dict[str, float]:
             acts, rews = np.asarray(traj.acts), np.asarray(traj.rews)
             sums = dict.fromkeys(TERMS, 0.0)
             for action, reward in zip(acts, rews, strict=True):
-                for key, value in split_step(env, action, float(reward), True).items():
+                for key, value in split_step(env, action, float(reward)).items():
                     sums[key] += value
             episodes.append({"return": float(rews.sum()), "length": len(rews), **sums,
                              "mean_abs_action": float(np.abs(acts).mean())})
@@ -100,8 +102,9 @@ def expert_terms(task: TaskSpec, kind: DemoKind) -> dict[str, float]:
     return {key: statistics.fmean(e[key] for e in episodes) for key in episodes[0]}
 
 
-def run_terms(run_dir: Path, episodes: int) -> list[dict[str, float]]:
-    """:func:`rollout_terms` of the generator in ``run_dir``'s last checkpoint."""
+def run_terms(run_dir: Path, episodes: int) -> tuple[Prepared, list[dict[str, float]]]:
+    """The run rebuilt from its ``config.yaml`` (its task and the expert return it is normalised
+    by), and :func:`rollout_terms` of the generator in its last checkpoint."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     if not isinstance(config, dict):
         raise L2LError(f"{run_dir / 'config.yaml'} is not a GAIL run's configuration")
@@ -116,7 +119,7 @@ def run_terms(run_dir: Path, episodes: int) -> list[dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="l2l-terms-") as log_dir:
         trainer = build(prepared, Path(log_dir))
         restore(trainer, state)
-        return rollout_terms(trainer.gen_algo, prepared.task, episodes, prepared.config.seed)
+        return prepared, rollout_terms(trainer.gen_algo, prepared.task, episodes, prepared.config.seed)
 
 
 def finished_runs(experiment: Path, methods: list[str]) -> dict[str, list[Path]]:
@@ -198,18 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         raise L2LError(f"no finished run of {args.methods} under {args.experiment}")
     torch.set_num_threads(1)
     rows: dict[str, dict[str, Any]] = {}
-    task = None
     for method, paths in runs.items():
         if paths:
-            rows[method] = {"seeds": [p.name for p in paths],
-                            "episodes": [run_terms(p, args.episodes) for p in paths]}
-            config = yaml.safe_load((paths[0] / "config.yaml").read_text())
-            task = task or load_task(config["task"])
+            done = [run_terms(p, args.episodes) for p in paths]
+            rows[method] = {"seeds": [p.name for p in paths], "episodes": [e for _, e in done]}
+            prepared = done[0][0]  # the experiment's task and the return training normalises by
             print(f"{method}: {len(paths)} runs", flush=True)
-    assert task is not None
+    task, expert_return = prepared.task, prepared.expert_return
     refs = references(task, args.episodes)
-    # the deterministic expert's return, as training normalises (l2l_gail.gail.factory.prepare)
-    expert_return = float(demo_files.read_manifest()["tasks"][task.name]["mean_return"])
     command = "python scripts/gail_reward_terms.py " + " ".join(argv if argv is not None else sys.argv[1:])
     record = {"task": task.name, "episodes": args.episodes, "expert_return": expert_return,
               "random_return": task.random_return, "references": refs, "methods": rows}
