@@ -4,9 +4,12 @@ what every option does and what it defaults to, for every command."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,3 +102,54 @@ def test_falsy_defaults_and_choices_are_shown(capsys: pytest.CaptureFixture[str]
     assert "--method {gail,gail-gp,l2l-gail,sign-sgd}" in gail
     assert "(default: [])" not in gail  # --ppo's empty list says nothing
     assert "(default: the task file's gail.disc_lr)" in gail
+
+
+# A command body that says when it has started, then waits for a signal; its cleanup either ends
+# at once or, with STUCK set, hangs, as a shutdown that never finishes would.
+_STOPPABLE = """
+import os, sys, time
+from l2l_gail import errors
+errors.STUCK_EXIT_SECONDS = 0.5
+def body():
+    try:
+        print("started", flush=True)
+        time.sleep(60)
+    finally:
+        print("cleanup ran", flush=True)
+        if os.environ.get("STUCK"):
+            time.sleep(60)
+sys.exit(errors.exit_status(body))
+"""
+
+
+def _stoppable(signum: int, *, stuck: bool = False) -> tuple[int, str, str]:
+    env = {**os.environ, "STUCK": "1" if stuck else ""}
+    # SIGINT at its default action, as in a terminal (a suite run in the background inherits it ignored)
+    proc = subprocess.Popen([sys.executable, "-c", _STOPPABLE], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+        proc.send_signal(signum)
+        if stuck:
+            time.sleep(5)  # ten times the watchdog's delay
+            proc.kill()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc.returncode, out, err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_take_the_interrupt_path(signum: int) -> None:
+    code, out, err = _stoppable(signum)
+    assert code == 130, err
+    assert "cleanup ran" in out  # finally blocks run: temporary files go, the checkpoint stays
+    assert err.strip() == "interrupted: the last checkpoint is kept; continue with --resume"
+
+
+def test_a_shutdown_that_hangs_after_an_interrupt_prints_where_it_hangs() -> None:
+    code, out, err = _stoppable(signal.SIGTERM, stuck=True)
+    assert code == -signal.SIGKILL
+    assert "cleanup ran" in out
+    assert "most recent call first" in err and "in body" in err, err

@@ -324,12 +324,13 @@ def test_ctrl_c_stops_the_sweep_leaves_runs_resumable_and_no_process(tmp_path):
     assert _alive(session) == [], out  # no raylet, gcs_server, worker or run outlives the sweep
     # Ray's session files are gone, and so is every run's temporary log folder; torch's optimizers
     # create an (empty) inductor cache folder under TMPDIR on their first step, which is not ours
-    assert [p.name for p in Path(temp).iterdir()] in ([], ["torchinductor_root"])
+    # (a run stuck in its shutdown prints its threads' stacks to its log: the message shows them)
+    logs = "".join(p.read_text() for p in runs.glob("gail/*/gail/seed*.log"))
+    assert [p.name for p in Path(temp).iterdir()] in ([], ["torchinductor_root"]), logs
     for run in runs.glob("gail/*/gail/seed*"):
         if (run / "config.yaml").exists():
             assert not (run / "metrics.json").exists()
             assert "--resume" in Job("x", (), run).argv()
-    logs = "".join(p.read_text() for p in runs.glob("gail/*/gail/seed*.log"))
     assert "interrupted: the last checkpoint is kept" in logs  # the run's own interrupt path ran
     shutil.rmtree(temp)
 
