@@ -67,7 +67,7 @@ from l2l_gail.errors import L2LError, exit_status
 from l2l_gail.gail import demos, stats
 from l2l_gail.gail.compare import RESULTS_DIR, CompareOutputs, compare, output_paths
 from l2l_gail.gail.config import GAILConfig
-from l2l_gail.gail.experiment import discriminator_diagnostics, load_experiment
+from l2l_gail.gail.experiment import load_experiment, run_diagnostics
 from l2l_gail.gail.expert import set_threads
 from l2l_gail.gail.factory import Prepared, build, prepare
 from l2l_gail.gail.loop import start_segment, train_round
@@ -656,7 +656,7 @@ def v2_budget(runs_dir: Path, tasks: list[str], seeds: list[int]) -> dict[str, A
                            f"are not finished: run `scripts/bench_gail.py --tasks {task} --methods gail` "
                            "first")
         for seed in seeds:
-            diagnostics = discriminator_diagnostics(found[seed].path)
+            diagnostics = run_diagnostics(found[seed].path)["discriminator"]
             if not {"gen_kl_shift", "gen_logit_shift"} <= set(diagnostics):
                 raise L2LError(f"{found[seed].path} logged no disc/gen_kl_shift: it predates the "
                                "diagnostic; re-run it in a new experiment")

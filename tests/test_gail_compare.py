@@ -174,7 +174,7 @@ def test_compare_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "must end in .json" in capsys.readouterr().err
 
 
-def test_discriminator_diagnostics_average_the_last_fifth_of_rounds(tmp_path: Path) -> None:
+def test_diagnostics_of_both_players_average_the_last_fifth_of_rounds(tmp_path: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     root = tmp_path / "bench"
@@ -185,6 +185,9 @@ def test_discriminator_diagnostics_average_the_last_fifth_of_rounds(tmp_path: Pa
             writer.add_scalar("disc/logit_gen", -float(step) - offset, step)
             writer.add_scalar("disc/disc_acc_gen", 0.5 if step < 8 else 1.0, step)
             writer.add_scalar("l2l/norm_ratio", 1.0 if step < 8 else 3.0, step)
+            writer.add_scalar("gen/train/approx_kl", 0.01 * step + offset, step)  # PPO's, every method
+            if seed == 2:
+                writer.add_scalar("gen/train/l2l_update_norm", 0.5, step)  # one run steps its policy
         writer.close()
     fake_run(root, "gail", 0, [0.5, 0.6])  # no TensorBoard events: no diagnostics, no error
     output = tmp_path / "r.json"
@@ -194,9 +197,13 @@ def test_discriminator_diagnostics_average_the_last_fifth_of_rounds(tmp_path: Pa
     expected = {"logit_gen": -9.5, "acc_gen": 1.0, "norm_ratio": 3.0}
     assert l2l["discriminator_median"] == pytest.approx(expected)
     assert summary["tasks"]["hopper"]["gail"]["discriminator_median"] == {}
+    # approx KL, last two rounds: 0.085 + offset, median over offsets 0, 1, 2
+    assert l2l["generator_median"] == pytest.approx({"approx_kl": 1.085, "policy_update_norm": 0.5})
     table = output.with_suffix(".md").read_text()
     assert "| l2l-gail | - | 1.000 | - | -9.500 | - | - | - | - | 3.000 | - |" in table
     assert "| gail | - | - | - | - | - | - | - | - | - |" in table
+    assert "Generator (PPO) over the last 20% of rounds" in table
+    assert "| l2l-gail | 1.085 | - | - | 0.500 |" in table
 
 
 def test_compare_a_subset_of_methods_in_the_given_order(experiment: Path, tmp_path: Path,

@@ -11,10 +11,11 @@ stratified bootstrap interval, P(X > baseline) with its interval and a two-sided
 p-value against the baseline method (``gail``), the failed and collapsed runs, the median
 drawdown, the mean AUC and the median environment steps per second. Over tasks: the IQM of
 every method that ran on all of them and P(X > baseline) averaged over tasks, both with
-intervals. To see *what the discriminator does*, each run's TensorBoard scalars (expert and
-generator accuracy and logits, update norm, reward) are averaged over its last 20% of rounds,
-and the per-method medians form a second table. Plots: the curves, and rliable's performance
-profiles (the fraction of runs whose final exceeds tau) per task and over all tasks.
+intervals. To see *what each player does*, each run's TensorBoard scalars are averaged over
+its last 20% of rounds (the discriminator's accuracy, logits, update norm and reward; PPO's
+KL per update, clip fraction and action std), and the per-method medians form two more
+tables. Plots: the curves, and rliable's performance profiles (the fraction of runs whose final
+exceeds tau) per task and over all tasks.
 
 Reading the runs is :mod:`l2l_gail.gail.experiment`; the table and plots are
 :mod:`l2l_gail.gail.report`; this module computes the statistics and writes the outputs.
@@ -32,11 +33,11 @@ import numpy as np
 from l2l_gail.errors import L2LError
 from l2l_gail.gail import stats
 from l2l_gail.gail.experiment import (
-    DISCRIMINATOR_TAGS,
+    DIAGNOSTIC_TAGS,
     Experiment,
     RunResult,
-    discriminator_diagnostics,
     load_experiment,
+    run_diagnostics,
 )
 from l2l_gail.gail.report import markdown_table, method_colors, plot_curves, plot_profiles
 from l2l_gail.runs import atomic_write_text, write_json
@@ -55,8 +56,8 @@ def _pair(estimate: stats.Interval) -> dict[str, Any]:
 def _method_summary(results: list[RunResult], threshold: float, baseline: list[RunResult] | None,
                     reps: int) -> dict[str, Any]:
     """One method's entry in ``tasks[task]`` (see :func:`summarize`)."""
-    per_run = [{**r.metrics, **stats.stability_labels(r.normalized, threshold),
-                "discriminator": discriminator_diagnostics(r.path)} for r in results]
+    per_run = [{**r.metrics, **stats.stability_labels(r.normalized, threshold), **run_diagnostics(r.path)}
+               for r in results]
     finals = [m["final"] for m in per_run]
     estimate = stats.iqm_interval([finals], reps=reps)
     learned = [m["max_drawdown"] for m in per_run if not m["failed"]]
@@ -80,9 +81,9 @@ def _method_summary(results: list[RunResult], threshold: float, baseline: list[R
         entry["prob_improvement"] = _pair(stats.improvement_interval([finals], [base], reps=reps))
         entry["mann_whitney"] = {"p": p, "method": test,
                                  "smallest_p": stats.smallest_p(len(finals), len(base))}
-    entry["discriminator_median"] = {
-        name: float(np.median(v)) for name in DISCRIMINATOR_TAGS
-        if (v := [m["discriminator"][name] for m in per_run if name in m["discriminator"]])}
+    for group, tags in DIAGNOSTIC_TAGS.items():
+        entry[f"{group}_median"] = {name: float(np.median(v)) for name in tags
+                                    if (v := [m[group][name] for m in per_run if name in m[group]])}
     entry["runs"] = {f"seed{r.seed}": m for r, m in zip(results, per_run, strict=True)}
     return entry
 
@@ -94,7 +95,8 @@ def summarize(experiments: Sequence[Experiment], *, baseline: str = BASELINE,
     ``{"budget_steps", "baseline", "tasks": {task: {method: {"seeds", "finals", "iqm", "ci",
     "n_runs", "few_seeds", "failed", "collapsed", "steps_per_s", "final_std",
     "max_drawdown_median", "auc_mean", "prob_improvement": {"p", "ci"}, "mann_whitney": {"p",
-    "method", "smallest_p"}, "discriminator_median", "runs": {"seed<k>": per-run metrics}}}},
+    "method", "smallest_p"}, "discriminator_median", "generator_median", "runs": {"seed<k>":
+    per-run metrics}}}},
     "aggregate": {method: {"iqm", "ci", "n_tasks", "n_runs"}}, "prob_improvement":
     {"<method>><baseline>": {"p", "ci"}}, "experiments": {task: {"path", "timesteps", "n_demos",
     "failure_threshold"}}, "statistics": {...}}``. ``failed`` and ``collapsed`` count runs;

@@ -2,7 +2,7 @@
 
 ``<experiment>/<method>/seed<k>/`` holds one run each (:mod:`l2l_gail.gail.loop`): its
 ``metrics.json`` once finished (:class:`RunResult`), its TensorBoard events, from which
-:func:`discriminator_diagnostics` averages what the discriminator did over the last 20% of
+:func:`run_diagnostics` averages what the discriminator and PPO did over the last 20% of
 rounds, and, while unfinished, its ``config.yaml`` and checkpoints, from which
 :func:`unfinished_note` says how far it got and which command resumes it.
 """
@@ -37,14 +37,23 @@ DISCRIMINATOR_TAGS = {  # diagnostic name -> TensorBoard tag written by `l2l gai
 }
 
 
-def discriminator_diagnostics(run_dir: Path) -> dict[str, float]:
-    """Means over the last 20% of rounds of the run's discriminator scalars (``DISCRIMINATOR_TAGS``);
-    empty if the run has no TensorBoard events."""
+GENERATOR_TAGS = {  # PPO's own scalars (stable-baselines3's names), the learned step on the policy
+    "approx_kl": "gen/train/approx_kl", "clip_fraction": "gen/train/clip_fraction",
+    "action_std": "gen/train/std", "policy_update_norm": "gen/train/l2l_update_norm",
+}
+DIAGNOSTIC_TAGS = {"discriminator": DISCRIMINATOR_TAGS, "generator": GENERATOR_TAGS}
+"""The two players' diagnostics: group -> diagnostic name -> TensorBoard tag."""
+
+
+def run_diagnostics(run_dir: Path) -> dict[str, dict[str, float]]:
+    """Per group of ``DIAGNOSTIC_TAGS``, the means over the last 20% of rounds of the run's scalars
+    (a tag the run did not log is left out; both groups empty if it has no TensorBoard events)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    out: dict[str, dict[str, float]] = {group: {} for group in DIAGNOSTIC_TAGS}
     tb = Path(run_dir) / "tb"
     if not tb.is_dir():
-        return {}
+        return out
     events = EventAccumulator(str(tb), size_guidance={"scalars": 0})
     tb_logger = logging.getLogger("tensorboard")
     level = tb_logger.level
@@ -54,12 +63,11 @@ def discriminator_diagnostics(run_dir: Path) -> dict[str, float]:
     finally:
         tb_logger.setLevel(level)
     present = set(events.Tags()["scalars"])
-    out = {}
-    for name, tag in DISCRIMINATOR_TAGS.items():
-        if tag in present:
-            values = [e.value for e in events.Scalars(tag)]
-            last = final_window(len(values))
-            out[name] = float(np.mean(values[-last:]))
+    for group, tags in DIAGNOSTIC_TAGS.items():
+        for name, tag in tags.items():
+            if tag in present:
+                values = [e.value for e in events.Scalars(tag)]
+                out[group][name] = float(np.mean(values[-final_window(len(values)):]))
     return out
 
 

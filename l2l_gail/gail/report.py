@@ -10,10 +10,25 @@ from typing import Any
 import numpy as np
 
 from l2l_gail.gail import stats
-from l2l_gail.gail.experiment import DISCRIMINATOR_TAGS, Experiment
+from l2l_gail.gail.experiment import DIAGNOSTIC_TAGS, Experiment
 from l2l_gail.runs import atomic_write
 
 PROFILE_POINTS = 201  # thresholds tau on a performance profile's x axis
+DIAGNOSTIC_TABLES = {  # group of DIAGNOSTIC_TAGS -> (the table's introduction, its columns)
+    "discriminator": (
+        "Discriminator over the last 20% of rounds (median over runs): accuracy and mean logit on expert "
+        "and generator samples, update norm, generator reward, how far one update moves the generator "
+        "rows' outputs (mean absolute logit change, mean KL between the Bernoulli outputs), the learned "
+        "step's norm over Adam's on the same gradient, the constraint's multiplier (- where a method has "
+        "none).",
+        "acc expert | acc generator | logit expert | logit generator | update norm | reward mean "
+        "| logit shift | KL shift | norm / Adam's | multiplier"),
+    "generator": (
+        "Generator (PPO) over the last 20% of rounds (median over runs): stable-baselines3's approximate "
+        "KL between the policy before and after one round's update and its clip fraction, the policy's "
+        "action std, and the learned optimizer's update norm on the policy (- where Adam steps it).",
+        "approx KL | clip fraction | action std | learned update norm"),
+}
 
 
 def _number(value: float) -> str:
@@ -54,19 +69,14 @@ def markdown_table(summary: dict[str, Any]) -> str:
                 f"| {s['failed']}/{n} | {s['collapsed']}/{n} "
                 f"| {'-' if drawdown is None else f'{drawdown:.0%}'} | {s['auc_mean']:.3f} "
                 f"| {s['steps_per_s']:.0f} |")
-        if any(s.get("discriminator_median") for s in methods.values()):
-            lines += ["", "Discriminator over the last 20% of rounds (median over runs): accuracy and mean "
-                      "logit on expert and generator samples, update norm, generator reward, how far one "
-                      "update moves the generator rows' outputs (mean absolute logit change, mean KL "
-                      "between the Bernoulli outputs), the learned step's norm over Adam's on "
-                      "the same gradient, the constraint's multiplier (- where a method has none).", "",
-                      "| method | acc expert | acc generator | logit expert | logit generator | update norm "
-                      "| reward mean | logit shift | KL shift | norm / Adam's | multiplier |",
-                      "|---|" + "---:|" * len(DISCRIMINATOR_TAGS)]
-            for method, s in methods.items():
-                d = s.get("discriminator_median", {})
-                cells = [_number(d[k]) if k in d else "-" for k in DISCRIMINATOR_TAGS]
-                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        for group, (intro, header) in DIAGNOSTIC_TABLES.items():
+            if any(s.get(f"{group}_median") for s in methods.values()):
+                lines += ["", intro, "", f"| method | {header} |",
+                          "|---|" + "---:|" * len(DIAGNOSTIC_TAGS[group])]
+                for method, s in methods.items():
+                    d = s.get(f"{group}_median", {})
+                    cells = [_number(d[k]) if k in d else "-" for k in DIAGNOSTIC_TAGS[group]]
+                    lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     if len(summary["tasks"]) > 1:
         lines += [f"Aggregate over the tasks {', '.join(summary['tasks'])} (the methods that ran on all "
