@@ -123,7 +123,7 @@ def add(mode: argparse.ArgumentParser) -> None:
                       "Per task and method: every seed's final (mean normalised return over the last 20% of "
                       "evaluations), their IQM with a 95% stratified bootstrap interval (rliable), P(X > "
                       "baseline) with its interval and a two-sided Mann-Whitney p-value, failed and "
-                      "collapsed runs, drawdown, AUC, env steps/s and the discriminator's diagnostics; with "
+                      "collapsed runs, drawdown, AUC, env steps/s and both players' diagnostics; with "
                       "several experiments (one task each) also the IQM and P(X > baseline) over all tasks. "
                       "Writes JSON, a markdown table, the curves and the performance profiles (PNG).")
     cmp.add_argument("experiments", type=Path, nargs="+", metavar="EXPERIMENT",
