@@ -128,7 +128,14 @@ def test_several_experiments_aggregate_over_tasks(experiment: Path, tmp_path: Pa
     table = output.with_suffix(".md").read_text()
     assert "| l2l-gail | 5 | 0.520 [" in table and "| sign-sgd | 1† |" in table
     assert "Aggregate over the tasks hopper, walker2d" in table
-    assert "| l2l-gail | 2 | 8 | " in table
+    # the summary row: each task's IQM, the aggregate's, P(X > gail), failed / collapsed summed
+    hopper = summary["tasks"]["hopper"]["l2l-gail"]
+    iqms = [hopper, walker2d["l2l-gail"], summary["aggregate"]["l2l-gail"]]
+    poi = summary["prob_improvement"]["l2l-gail>gail"]
+    row = " | ".join([*(f"{c['iqm']:.3f} [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]" for c in iqms),
+                      f"{poi['p']:.2f} [{poi['ci'][0]:.2f}, {poi['ci'][1]:.2f}]"])
+    failed = hopper["failed"] + walker2d["l2l-gail"]["failed"]
+    assert f"| l2l-gail | 8 | {row} | {failed} / " in table
     assert output.with_name("benchmark-profile.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["gail", "compare", str(experiment), str(experiment),
                  "--output", str(tmp_path / "t.json")]) == 2

@@ -43,8 +43,8 @@ def _ci(point: float, interval: Sequence[float], digits: int = 3) -> str:
 
 def markdown_table(summary: dict[str, Any]) -> str:
     """Per task one row per method (every seed's final, IQM, comparisons with the baseline,
-    stability, speed) and the discriminator's medians; then the aggregate over tasks (when there
-    are several) and the footnotes that define the columns."""
+    stability, speed) and both players' medians; then, when there are several tasks, one row per
+    method with every task's IQM and the aggregate; then the footnotes that define the columns."""
     base = summary["baseline"]
     lines: list[str] = []
     for task, methods in summary["tasks"].items():
@@ -79,14 +79,20 @@ def markdown_table(summary: dict[str, Any]) -> str:
                     lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     if len(summary["tasks"]) > 1:
-        lines += [f"Aggregate over the tasks {', '.join(summary['tasks'])} (the methods that ran on all "
-                  "of them): IQM of every run's final, P(X > Y) averaged over tasks.", "",
-                  f"| method | tasks | runs | final IQM [95% CI] | P(X > {base}) [95% CI] |",
-                  "|---|---:|---:|---|---|"]
+        tasks = list(summary["tasks"])
+        lines += [f"Aggregate over the tasks {', '.join(tasks)} (the methods that ran on all of them): the "
+                  "final IQM [95% CI] on each task and of every run's final over all of them, P(X > Y) "
+                  "averaged over tasks, failed and collapsed runs summed over tasks.", "",
+                  f"| method | runs | {' | '.join(tasks)} | aggregate | P(X > {base}) [95% CI] "
+                  "| failed / collapsed |",
+                  "|---|---:|" + "---|" * (len(tasks) + 2) + "---:|"]
         for method, a in summary["aggregate"].items():
             p = summary["prob_improvement"].get(f"{method}>{base}")
-            lines.append(f"| {method} | {a['n_tasks']} | {a['n_runs']} | {_ci(a['iqm'], a['ci'])} "
-                         f"| {_ci(p['p'], p['ci'], 2) if p else '-'} |")
+            entries = [summary["tasks"][task][method] for task in tasks]
+            lines.append(f"| {method} | {a['n_runs']} | "
+                         + " | ".join(_ci(e["iqm"], e["ci"]) for e in entries)
+                         + f" | {_ci(a['iqm'], a['ci'])} | {_ci(p['p'], p['ci'], 2) if p else '-'} "
+                         f"| {sum(e['failed'] for e in entries)} / {sum(e['collapsed'] for e in entries)} |")
         lines.append("")
     st = summary["statistics"]
     notes = [
