@@ -35,8 +35,6 @@ DISCRIMINATOR_TAGS = {  # diagnostic name -> TensorBoard tag written by `l2l gai
     "norm_ratio": "l2l/norm_ratio",
     "multiplier": "l2l/multiplier",
 }
-
-
 GENERATOR_TAGS = {  # PPO's own scalars (stable-baselines3's names), the learned step on the policy
     "approx_kl": "gen/train/approx_kl", "clip_fraction": "gen/train/clip_fraction",
     "action_std": "gen/train/std", "policy_update_norm": "gen/train/l2l_update_norm",
